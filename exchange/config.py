@@ -1,0 +1,367 @@
+"""A node's configuration: one TOML file per node, `EXCHANGE_*` environment variables on top.
+
+`NodeConfig.load(path)` reads the file, applies overrides such as `EXCHANGE_AMQP_URL` or
+`EXCHANGE_LIMITS__MAX_BODY_BYTES` (nested fields joined by `__`), resolves relative paths
+(against the TOML's directory; an override's against the working directory) and refuses
+anything unknown or invalid with a `ConfigError` that names the field. Secrets are never
+inline: keys are paths and client tokens are stored as SHA-256 hashes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from exchange.errors import ConfigError, FieldError
+from exchange.model.case_update import CaseEvent
+from exchange.model.common import CaseRef, MessageType, NetworkName, NodeId
+
+ENV_PREFIX = "EXCHANGE_"
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+PREFIX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+TOKEN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # noqa: S105 (a pattern, not a secret)
+SHA256_HEX_PATTERN = r"^[0-9a-f]{64}$"
+STORE_FILE = "store.sqlite3"
+AUDIT_FILE = "audit.sqlite3"
+SUBSCRIPTIONS_FILE = "subscriptions.sqlite3"
+
+
+class Role(StrEnum):
+    """What a local client may do: send and read, follow cases, audit, or everything."""
+
+    CONTACT_POINT = "contact-point"
+    SUBSCRIBER = "subscriber"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TokenConfig(_Section):
+    """A local client's bearer token: its id (the audit actor), role and SHA-256 (hex)."""
+
+    id: str = Field(pattern=TOKEN_ID_PATTERN)
+    role: Role
+    sha256: str = Field(
+        pattern=SHA256_HEX_PATTERN,
+        description="Hex SHA-256 of the token; the token itself is never stored.",
+    )
+
+
+class Limits(_Section):
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=16 * 1_048_576)
+    max_skew_seconds: int = Field(default=300, ge=1, le=86_400)
+    prefetch: int = Field(default=64, ge=1, le=2000)
+    outbox_batch_size: int = Field(default=256, ge=1, le=10_000)
+    publish_retry_min_seconds: float = Field(default=0.2, gt=0, le=3600)
+    publish_retry_max_seconds: float = Field(default=30.0, gt=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _backoff_ordered(self) -> Limits:
+        if self.publish_retry_max_seconds < self.publish_retry_min_seconds:
+            raise ValueError("publish_retry_max_seconds must be >= publish_retry_min_seconds")
+        return self
+
+
+class CheckpointSettings(_Section):
+    every_entries: int = Field(default=1000, ge=1)
+    every_seconds: float = Field(default=60.0, gt=0)
+
+
+AUTO_UPDATE_TYPES = (MessageType.FREEZE_DECISION, MessageType.ASSET_INQUIRY_RESPONSE)
+"""Messages that may trigger an automatic case update when sent or received."""
+
+
+class WebhookConfig(_Section):
+    """A URL that receives each case update of the network as a signed POST (HMAC-SHA256)."""
+
+    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2000)
+    secret_path: Path = Field(description="A file holding the shared HMAC secret (>= 16 bytes).")
+    max_tries: int = Field(default=8, ge=1, le=100)
+    retry_min_seconds: float = Field(default=1.0, gt=0, le=3600)
+    retry_max_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    cases: tuple[CaseRef, ...] = Field(default=(), description="Only these cases (empty: all).")
+
+    @model_validator(mode="after")
+    def _backoff_ordered(self) -> WebhookConfig:
+        if self.retry_max_seconds < self.retry_min_seconds:
+            raise ValueError("retry_max_seconds must be >= retry_min_seconds")
+        return self
+
+
+class AutoUpdates(_Section):
+    """When this node emits a case update by itself (for a message it sends or receives)."""
+
+    enabled: bool = True
+    message_types: tuple[MessageType, ...] = AUTO_UPDATE_TYPES
+    follow: Literal["known", "all"] = Field(
+        default="known",
+        description="known: cases that already have an update in the network; all: every case.",
+    )
+
+    @field_validator("message_types")
+    @classmethod
+    def _supported(cls, value: tuple[MessageType, ...]) -> tuple[MessageType, ...]:
+        for kind in value:
+            if kind not in AUTO_UPDATE_TYPES:
+                allowed = ", ".join(t.value for t in AUTO_UPDATE_TYPES)
+                raise ValueError(f"{kind.value} cannot trigger updates (only {allowed})")
+        return value
+
+
+class NetworkConfig(_Section):
+    """A prosecutor network: its members, the events they share, and this node's settings."""
+
+    name: NetworkName
+    members: tuple[NodeId, ...] = Field(min_length=2)
+    events: tuple[CaseEvent, ...] = Field(default=tuple(CaseEvent), min_length=1)
+    cases: tuple[CaseRef, ...] | None = Field(
+        default=None, description="Receive only these cases' updates (default: every case)."
+    )
+    auto_updates: AutoUpdates = AutoUpdates()
+    webhooks: tuple[WebhookConfig, ...] = ()
+
+    @field_validator("members")
+    @classmethod
+    def _members_unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("members must not repeat")
+        return value
+
+
+class HttpsSettings(_Section):
+    """HTTPS for local users: a server certificate (`exchange pki server`) and, optionally,
+    the CA whose client certificates local users must present (mutual TLS)."""
+
+    cert_path: Path = Field(description="The gateway's TLS server certificate (PEM).")
+    key_path: Path = Field(description="Its private key (PEM, mode 0600).")
+    client_ca_path: Path | None = Field(
+        default=None,
+        description="When set, a client without a certificate from this CA is refused.",
+    )
+
+
+class NodeConfig(BaseModel):
+    """Everything one node needs to run; immutable once loaded."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node_id: NodeId
+    network: NetworkName
+    listen_host: str = Field(default="127.0.0.1", min_length=1)
+    listen_port: int = Field(default=8101, ge=0, le=65535)
+    amqp_url: str = Field(default=DEFAULT_AMQP_URL, pattern=r"^amqps?://")
+    bus: Literal["amqp", "memory"] = "amqp"
+    topology_prefix: str = Field(default="xb", pattern=PREFIX_PATTERN)
+    data_dir: Path
+    key_path: Path
+    cert_path: Path
+    ca_path: Path
+    crl_path: Path | None = None
+    certs_dir: Path
+    nodes: tuple[NodeId, ...] = Field(min_length=1)
+    tokens: tuple[TokenConfig, ...] = ()
+    limits: Limits = Limits()
+    checkpoint: CheckpointSettings = CheckpointSettings()
+    networks: tuple[NetworkConfig, ...] = ()
+    broker_ca_path: Path | None = Field(
+        default=None,
+        description="CA of the broker's TLS certificate for amqps:// (default: ca_path); "
+        "the node's certificate and key log it in (x509).",
+    )
+    amqp_provisioned: bool = Field(
+        default=False,
+        description="The virtual host was set up by `exchange topology apply`: only check "
+        "that the node's queues exist (a node's broker user may not declare them).",
+    )
+    https: HttpsSettings | None = None
+
+    @field_validator("nodes")
+    @classmethod
+    def _nodes_valid(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("node ids must not repeat")
+        own = info.data.get("node_id")
+        if own is not None and own not in value:
+            raise ValueError(f"nodes must include this node's own id {own!r}")
+        return value
+
+    @field_validator("tokens")
+    @classmethod
+    def _tokens_unique(cls, value: tuple[TokenConfig, ...]) -> tuple[TokenConfig, ...]:
+        ids = [t.id for t in value]
+        if len(set(ids)) != len(ids):
+            raise ValueError("token ids must not repeat")
+        if len({t.sha256 for t in value}) != len(value):
+            raise ValueError("two tokens have the same hash")
+        return value
+
+    @model_validator(mode="after")
+    def _networks_valid(self) -> NodeConfig:
+        names = [n.name for n in self.networks]
+        if len(set(names)) != len(names):
+            raise ValueError("network names must not repeat")
+        for network in self.networks:
+            strangers = [m for m in network.members if m not in self.nodes]
+            if strangers:
+                raise ValueError(
+                    f"network {network.name}: members {', '.join(strangers)} are not in nodes"
+                )
+        return self
+
+    def member_networks(self) -> tuple[NetworkConfig, ...]:
+        """The networks this node belongs to."""
+        return tuple(n for n in self.networks if self.node_id in n.members)
+
+    @property
+    def subscriptions_path(self) -> Path:
+        """The SQLite file of case updates (the SSE cursor), their outbox and webhooks."""
+        return self.data_dir / SUBSCRIPTIONS_FILE
+
+    @property
+    def store_path(self) -> Path:
+        """The SQLite file of outgoing messages, outbox, receipts and inbox."""
+        return self.data_dir / STORE_FILE
+
+    @property
+    def audit_path(self) -> Path:
+        """The SQLite file of the node's audit log."""
+        return self.data_dir / AUDIT_FILE
+
+    @property
+    def recipients(self) -> frozenset[str]:
+        """The nodes this one may address: every node of the network but itself."""
+        return frozenset(self.nodes) - {self.node_id}
+
+    @classmethod
+    def load(cls, path: str | Path, *, environ: Mapping[str, str] | None = None) -> NodeConfig:
+        """Read `path` (TOML), apply `EXCHANGE_*` overrides from `environ` (default: os.environ)."""
+        path = Path(path)
+        try:
+            with path.open("rb") as fh:
+                document = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file {path} does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        base = path.resolve().parent
+        _resolve_paths(document, base)
+        overrides = _env_overrides(os.environ if environ is None else environ)
+        _resolve_paths(overrides, Path.cwd())
+        merged = _merge(document, overrides)
+        return cls.from_mapping(merged, source=str(path))
+
+    @classmethod
+    def from_mapping(
+        cls, document: Mapping[str, Any], *, source: str = "configuration"
+    ) -> NodeConfig:
+        """Validate an already-parsed document; errors name each failing field."""
+        try:
+            return cls.model_validate(document)
+        except ValidationError as exc:
+            errors = [
+                FieldError(".".join(str(p) for p in e["loc"]) or "(root)", e["msg"])
+                for e in exc.errors(include_url=False)
+            ]
+            summary = "; ".join(f"{e.path}: {e.message}" for e in errors)
+            raise ConfigError(f"invalid {source}: {summary}", errors=errors) from None
+
+
+_PATH_FIELDS = (
+    "data_dir",
+    "key_path",
+    "cert_path",
+    "ca_path",
+    "crl_path",
+    "certs_dir",
+    "broker_ca_path",
+)
+_HTTPS_PATH_FIELDS = ("cert_path", "key_path", "client_ca_path")
+
+
+def _resolve_paths(document: dict[str, Any], base: Path) -> None:
+    for name in _PATH_FIELDS:
+        _resolve(document, name, base)
+    https = document.get("https")
+    if isinstance(https, dict):
+        for name in _HTTPS_PATH_FIELDS:
+            _resolve(https, name, base)
+    networks = document.get("networks")
+    for network in networks if isinstance(networks, list) else ():
+        hooks = network.get("webhooks") if isinstance(network, dict) else None
+        for hook in hooks if isinstance(hooks, list) else ():
+            if isinstance(hook, dict):
+                _resolve(hook, "secret_path", base)
+
+
+def _resolve(document: dict[str, Any], name: str, base: Path) -> None:
+    value = document.get(name)
+    if isinstance(value, str) and value:
+        candidate = Path(value).expanduser()
+        document[name] = str(candidate if candidate.is_absolute() else base / candidate)
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """`EXCHANGE_FOO__BAR=1` -> {"foo": {"bar": "1"}} for known top-level fields only.
+
+    Other `EXCHANGE_*` variables (the log level, the test suite's broker URL for tools) are
+    not configuration fields and are left alone; unknown nested names are refused.
+    """
+    known = NodeConfig.model_fields
+    out: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        parts = key[len(ENV_PREFIX) :].lower().split("__")
+        if parts[0] not in known:
+            continue
+        value: Any = raw
+        if raw.lstrip().startswith(("[", "{")):
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                raise ConfigError(
+                    f"environment variable {key} ({'.'.join(parts)}) is not valid JSON",
+                    errors=[FieldError(".".join(parts), "not valid JSON")],
+                ) from None
+        elif parts == ["nodes"]:
+            value = [n.strip() for n in raw.split(",") if n.strip()]
+        target = out
+        for part in parts[:-1]:
+            nested = target.setdefault(part, {})
+            if not isinstance(nested, dict):
+                raise ConfigError(f"environment variable {key} conflicts with another override")
+            target = nested
+        target[parts[-1]] = value
+    return out
+
+
+def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        current = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(current, Mapping):
+            merged[key] = _merge(current, value)
+        else:
+            merged[key] = value
+    return merged

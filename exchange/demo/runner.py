@@ -1,0 +1,568 @@
+"""Start a demo network in this process and play the scenario through the HTTP API.
+
+Every step is checked as a user of the exchange would check it: the sender sees its
+message `delivered` with a signed receipt from each recipient, the receipt verifies
+against the network's CA and names the digest of what was sent, and the recipient's inbox
+holds the message with that digest. A tampered copy injected on the broker must be
+refused, and every node's audit log must verify at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from exchange.audit.stream import replay_stream
+from exchange.audit.verifier import verify_log
+from exchange.config import DEFAULT_AMQP_URL
+from exchange.crypto.signing import encode_envelope
+from exchange.crypto.verify import TrustStore, VerificationPolicy, verify_envelope
+from exchange.errors import ExchangeError
+from exchange.gateway import keys
+from exchange.gateway.app import create_app
+from exchange.network import NetworkLayout, init_network_dir
+from exchange.subscriptions.client import receive_updates
+from exchange.transport.amqp import delete_topology
+from exchange.transport.bus import Bus, Outgoing
+from exchange.transport.memory import MemoryBus
+from exchange.transport.topology import Topology
+
+NODES = ("AL-ARO", "RS-PPO", "MD-ARO")
+NETWORK = "see-arn"
+PROSECUTOR_NETWORK = "see-pcn"
+"""The prosecutor network that follows the demo's case: every demo node is a member."""
+CASE = "AL-2026-0042"
+STEP_TIMEOUT = 30.0
+
+Printer = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One request of the scenario: who sends what to whom, and what it answers."""
+
+    title: str
+    sender: str
+    recipients: tuple[str, ...]
+    type: str
+    payload_file: str
+    priority: str = "normal"
+    replies_to: int | None = None  # index of an earlier step
+    tlp: str = "AMBER"
+    handling_code: str = "H2"
+
+
+SCENARIO: tuple[Step, ...] = (
+    Step(
+        "Tirana asks Belgrade to trace assets, a crypto wallet among them (urgent)",
+        "AL-ARO",
+        ("RS-PPO",),
+        "asset-inquiry",
+        "01-asset-inquiry.json",
+        priority="urgent",
+    ),
+    Step(
+        "Belgrade answers with its findings",
+        "RS-PPO",
+        ("AL-ARO",),
+        "asset-inquiry-response",
+        "02-asset-inquiry-response.json",
+        replies_to=0,
+    ),
+    Step(
+        "Tirana sends a freeze notice for what was found (urgent)",
+        "AL-ARO",
+        ("RS-PPO",),
+        "freeze-notice",
+        "03-freeze-notice.json",
+        priority="urgent",
+        tlp="AMBER+STRICT",
+    ),
+    Step(
+        "Belgrade decides: the freeze is executed",
+        "RS-PPO",
+        ("AL-ARO",),
+        "freeze-decision",
+        "04-freeze-decision.json",
+        replies_to=2,
+    ),
+    Step(
+        "Chișinău asks Tirana and Belgrade to help locate and arrest a suspect",
+        "MD-ARO",
+        ("AL-ARO", "RS-PPO"),
+        "extradition-support",
+        "05-extradition-support.json",
+        priority="urgent",
+        tlp="RED",
+        handling_code="H3",
+    ),
+)
+
+
+@dataclass
+class DemoResult:
+    """What the run verified; `ok` only when every check passed."""
+
+    bus: str
+    directory: Path
+    checks: list[tuple[str, bool]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(passed for _, passed in self.checks)
+
+
+def load_payload(name: str) -> dict[str, Any]:
+    text = resources.files("exchange.demo").joinpath("payloads", name).read_text("utf-8")
+    payload: dict[str, Any] = json.loads(text)
+    return payload
+
+
+async def amqp_answers(url: str, wait_seconds: float = 3.0) -> bool:
+    """True when a RabbitMQ broker accepts a connection at `url`."""
+    import aio_pika
+
+    try:
+        connection = await asyncio.wait_for(aio_pika.connect(url), wait_seconds)
+    except Exception:
+        return False
+    await connection.close()
+    return True
+
+
+def free_base_port(count: int) -> int:
+    """A base port with `count` consecutive free ports after it."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1])
+        if base + count >= 65535:
+            continue
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise ExchangeError("no free ports for the demo nodes", code="usage")
+
+
+class DemoNetwork:
+    """The nodes' gateways running in this process, and a client for their HTTP APIs."""
+
+    def __init__(self, layout: NetworkLayout, bus: Bus | None) -> None:
+        self.layout = layout
+        self.shared_bus = bus
+        self.runners: dict[str, web.AppRunner] = {}
+        self.apps: dict[str, web.Application] = {}
+        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+
+    async def start(self) -> None:
+        if self.shared_bus is not None:
+            await self.shared_bus.start()
+        for node, info in self.layout.nodes.items():
+            config = self.layout.config(node, environ={})
+            app = create_app(config, bus=self.shared_bus)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, config.listen_host, config.listen_port).start()
+            self.runners[node] = runner
+            self.apps[node] = app
+            await self._wait_ready(info.url)
+
+    async def _wait_ready(self, url: str) -> None:
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with self.http.get(f"{url}/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+        raise ExchangeError(f"the node at {url} did not become ready", code="service.unavailable")
+
+    async def stop(self) -> None:
+        await self.http.close()
+        for runner in reversed(list(self.runners.values())):
+            await runner.cleanup()
+        if self.shared_bus is not None:
+            await self.shared_bus.close()
+
+    def _auth(self, node: str, role: str = "contact-point") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.layout.nodes[node].token(role)}"}
+
+    async def call(
+        self, node: str, method: str, path: str, body: Any = None, role: str = "contact-point"
+    ) -> tuple[int, Any]:
+        url = self.layout.nodes[node].url + path
+        data = None if body is None else orjson.dumps(body)
+        headers = self._auth(node, role)
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        async with self.http.request(method, url, data=data, headers=headers) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def wait_settled(self, node: str, message_id: str) -> dict[str, Any]:
+        """Poll the sender until the message is delivered, rejected or failed."""
+        deadline = time.monotonic() + STEP_TIMEOUT
+        view: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status, view = await self.call(node, "GET", f"/v1/messages/{message_id}")
+            if status == 200 and view["status"] in ("delivered", "rejected", "failed"):
+                return view
+            await asyncio.sleep(0.05)
+        return view
+
+
+async def run_demo(
+    *,
+    bus: str = "auto",
+    keep: Path | None = None,
+    serve: bool = False,
+    out: Printer = print,
+) -> DemoResult:
+    """Create the network, start it, play the scenario; return what was verified."""
+    amqp_url = os.environ.get("EXCHANGE_AMQP_URL", DEFAULT_AMQP_URL)
+    if bus == "auto":
+        bus = "amqp" if await amqp_answers(amqp_url) else "memory"
+        why = "it answers" if bus == "amqp" else "it does not answer"
+        out(f"Bus: {'RabbitMQ' if bus == 'amqp' else 'in-memory'} ({amqp_url} {why})")
+    elif bus == "amqp" and not await amqp_answers(amqp_url):
+        raise ExchangeError(f"RabbitMQ does not answer at {amqp_url}", code="service.unavailable")
+    else:
+        out(f"Bus: {'RabbitMQ at ' + amqp_url if bus == 'amqp' else 'in-memory'}")
+    directory = keep if keep is not None else Path(tempfile.mkdtemp(prefix="exchange-demo-"))
+    prefix = f"demo{uuid4().hex[:8]}"
+    layout = init_network_dir(
+        directory,
+        NODES,
+        network=NETWORK,
+        amqp_url=amqp_url,
+        base_port=free_base_port(len(NODES)),
+        bus=bus,
+        prefix=prefix,
+        networks={PROSECUTOR_NETWORK: NODES},
+    )
+    out(f"Network {NETWORK!r}: {', '.join(NODES)} — files in {directory}")
+    out(f"Prosecutor network {PROSECUTOR_NETWORK!r} follows the case: {', '.join(NODES)}")
+    shared = MemoryBus(Topology(prefix)) if bus == "memory" else None
+    network = DemoNetwork(layout, shared)
+    result = DemoResult(bus, directory)
+    try:
+        await network.start()
+        for node, info in layout.nodes.items():
+            out(f"  {node} listening at {info.url}")
+        await open_case(network, result, out)
+        await play(network, result, out)
+        await follow_case(network, result, out)
+        forged = await tampering(network, result, out)
+        verify_audit_logs(network, result, out)
+        await replay_audit_stream(network, result, out, forged)
+        if serve:
+            await _serve(network, out)
+    finally:
+        await network.stop()
+        if bus == "amqp" and not serve:
+            await delete_topology(amqp_url, Topology(prefix), NODES)
+        if keep is None and not serve:
+            shutil.rmtree(directory, ignore_errors=True)
+    return result
+
+
+async def open_case(network: DemoNetwork, result: DemoResult, out: Printer) -> None:
+    """Tirana tells the prosecutor network that the case is open; from then on the network
+    follows it, and freeze decisions and findings become case updates automatically."""
+    out("")
+    out(f"Case {CASE}: AL-ARO tells the prosecutor network {PROSECUTOR_NETWORK!r} it is open")
+    body = {
+        "type": "case-update",
+        "recipients": [n for n in NODES if n != "AL-ARO"],
+        "case": CASE,
+        "priority": "normal",
+        "handling": {"tlp": "AMBER", "code": "H2"},
+        "payload": {
+            "case": CASE,
+            "network": PROSECUTOR_NETWORK,
+            "event": "opened",
+            "summary": "Albania opened a joint asset-recovery case with Serbia and Moldova.",
+        },
+    }
+    status, answer = await network.call("AL-ARO", "POST", "/v1/messages", body)
+    out(f"  case update {answer.get('id', '-')}: HTTP {status}")
+    result.checks.append(("case opened on the prosecutor network", status == 202))
+
+
+async def follow_case(network: DemoNetwork, result: DemoResult, out: Printer) -> None:
+    """MD-ARO's subscriber (a prosecutor following the network) sees the case unfold."""
+    out("")
+    out(f"MD-ARO's subscriber follows {PROSECUTOR_NETWORK!r} (Server-Sent Events / polling):")
+    info = network.layout.nodes["MD-ARO"]
+    items = await receive_updates(
+        info.url,
+        info.token("subscriber"),
+        expect=3,
+        out=lambda line: out(f"  {line}"),
+        network=PROSECUTOR_NETWORK,
+        session=network.http,
+    )
+    events = [item["update"]["event"] for item in items]
+    result.checks.append(
+        (
+            "MD-ARO's subscriber received the case updates",
+            events == ["opened", "assets-identified", "frozen"],
+        )
+    )
+
+
+async def play(network: DemoNetwork, result: DemoResult, out: Printer) -> None:
+    trust = _trust_store(network.layout)
+    sent: list[str] = []
+    for number, step in enumerate(SCENARIO, start=1):
+        out("")
+        out(f"Step {number}. {step.title}")
+        body: dict[str, Any] = {
+            "type": step.type,
+            "recipients": list(step.recipients),
+            "case": CASE,
+            "priority": step.priority,
+            "handling": {"tlp": step.tlp, "code": step.handling_code},
+            "payload": load_payload(step.payload_file),
+        }
+        if step.replies_to is not None:
+            body["in_reply_to"] = sent[step.replies_to]
+        status, answer = await network.call(step.sender, "POST", "/v1/messages", body)
+        if status != 202:
+            out(f"  refused: HTTP {status} {answer}")
+            result.checks.append((f"step {number} accepted", False))
+            sent.append("")
+            continue
+        message_id = answer["id"]
+        sent.append(message_id)
+        out(f"  {step.sender} -> {', '.join(step.recipients)}: {step.type} {message_id}")
+        out("  202 accepted; waiting for receipts ...")
+        view = await network.wait_settled(step.sender, message_id)
+        delivered = view.get("status") == "delivered"
+        out(
+            f"  status: {view.get('status')}"
+            + (f" ({view.get('reason')})" if view.get("reason") else "")
+        )
+        result.checks.append((f"step {number} delivered", delivered))
+        for delivery in view.get("deliveries", []):
+            result.checks.append(
+                (
+                    f"step {number} receipt from {delivery['recipient']}",
+                    _check_receipt(delivery, view, trust, out),
+                )
+            )
+            result.checks.append(
+                (
+                    f"step {number} in {delivery['recipient']}'s inbox",
+                    await _check_inbox(
+                        network, delivery["recipient"], message_id, view["digest"], out
+                    ),
+                )
+            )
+
+
+def _check_receipt(
+    delivery: dict[str, Any], view: dict[str, Any], trust: TrustStore, out: Printer
+) -> bool:
+    receipt = delivery.get("receipt")
+    if receipt is None:
+        out(f"  {delivery['recipient']}: no receipt ({delivery['state']})")
+        return False
+    envelope = receipt["envelope"]
+    try:
+        verified = verify_envelope(
+            encode_envelope(envelope), VerificationPolicy(trust=trust, max_skew=timedelta(hours=1))
+        )
+    except ExchangeError as err:
+        out(f"  {delivery['recipient']}: receipt does NOT verify: {err}")
+        return False
+    payload = verified.raw["payload"]
+    same_digest = payload["digest"] == view["digest"]
+    by_recipient = verified.envelope.header.sender == delivery["recipient"]
+    ok = bool(
+        same_digest
+        and by_recipient
+        and payload["outcome"] == "accepted"
+        and payload["message_id"] == view["id"]
+    )
+    out(
+        f"  receipt from {delivery['recipient']}: {payload['outcome']}, "
+        f"signed by {verified.envelope.header.sender} (kid {envelope['signature']['kid'][:12]}…), "
+        f"digest {'matches' if same_digest else 'DIFFERS'} {payload['digest'][:16]}…, "
+        f"received {payload['received_at']}"
+    )
+    return ok
+
+
+async def _check_inbox(
+    network: DemoNetwork, node: str, message_id: str, digest: str, out: Printer
+) -> bool:
+    status, item = await network.call(node, "GET", f"/v1/inbox/{message_id}")
+    ok = status == 200 and item.get("digest") == digest
+    if not ok:
+        out(f"  {node}'s inbox: HTTP {status}, not the message sent")
+    return ok
+
+
+async def tampering(network: DemoNetwork, result: DemoResult, out: Printer) -> str | None:
+    """Inject a copy of a signed freeze notice with one IBAN changed: it must be refused."""
+    out("")
+    out("Tampering: a copy of the freeze notice with its first IBAN changed is put on the broker")
+    sender, recipient = "AL-ARO", "RS-PPO"
+    status, case = await network.call(sender, "GET", f"/v1/cases/{CASE}")
+    notices = [m for m in case.get("messages", []) if m["type"] == "freeze-notice"]
+    if status != 200 or not notices:
+        result.checks.append(("tampered copy refused", False))
+        return None
+    _, view = await network.call(sender, "GET", f"/v1/messages/{notices[0]['id']}")
+    forged = json.loads(json.dumps(view["envelope"]))
+    forged["header"]["id"] = str(uuid4())  # a "new" message, so only the signature can tell
+    text = json.dumps(forged["payload"], ensure_ascii=False)
+    forged["payload"] = json.loads(text.replace("RS35", "RS99", 1) if "RS35" in text else text + "")
+    if forged["payload"] == view["envelope"]["payload"]:
+        forged["payload"]["instructions"] = "Release all frozen funds."
+    app = network.apps[recipient]
+    bus = app[keys.BUS]
+    assert bus is not None
+    await bus.publish(
+        Outgoing(
+            "messages",
+            bus.topology.routing_key(recipient, "freeze-notice", sender),
+            encode_envelope(forged),
+            message_id=str(uuid4()),
+        )
+    )
+    audit = app[keys.AUDIT]
+    deadline = time.monotonic() + STEP_TIMEOUT
+    refused = None
+    while time.monotonic() < deadline and refused is None:
+        entries = await audit.entries(0, 10_000)
+        refused = next(
+            (
+                e
+                for e in entries
+                if e.event == "rejected" and str(e.message_id) == forged["header"]["id"]
+            ),
+            None,
+        )
+        await asyncio.sleep(0.05)
+    ok = refused is not None and refused.code == "signature.invalid"
+    _, inbox_item = await network.call(recipient, "GET", f"/v1/inbox/{forged['header']['id']}")
+    out(
+        f"  {recipient} refused it: {refused.code if refused else 'NOT REFUSED'}; "
+        f"audited as entry {refused.index if refused else '-'}; not in its inbox: "
+        f"{'yes' if 'id' not in inbox_item else 'NO'}"
+    )
+    result.checks.append(("tampered copy refused", ok and "id" not in inbox_item))
+    return str(forged["header"]["id"])
+
+
+async def replay_audit_stream(
+    network: DemoNetwork, result: DemoResult, out: Printer, forged: str | None
+) -> None:
+    """Every node publishes a checkpoint; the network's audit stream is replayed and
+    every envelope and checkpoint in it verified again, as an auditor would."""
+    out("")
+    out("Audit stream (the broker's copy of everything that crossed it)")
+    for app in network.apps.values():
+        await app[keys.AUDIT].checkpoint()
+    bus = next(iter(network.apps.values()))[keys.BUS]
+    assert bus is not None
+    trust = _trust_store(network.layout)
+    rows = [row async for row in replay_stream("", trust, bus=bus, idle_timeout=1.0)]
+    envelopes = [r for r in rows if r.kind == "envelope"]
+    checkpoints = [r for r in rows if r.kind == "checkpoint"]
+    bad = [r for r in rows if not r.ok]
+    by_type: dict[str, int] = {}
+    for row in envelopes:
+        by_type[row.type] = by_type.get(row.type, 0) + 1
+    out(
+        f"  {len(envelopes)} envelopes ("
+        + ", ".join(f"{n} {t}" for t, n in sorted(by_type.items()))
+        + f"), {len(checkpoints)} checkpoints"
+    )
+    for row in bad:
+        out(f"  refused on replay: {row.type} {row.id} from {row.sender}: {row.reason}")
+    expected_bad = {forged} if forged else set()
+    # one copy per recipient; case updates cross the cases exchange and are counted apart
+    requests = len({r.id for r in envelopes if r.type not in ("receipt", "case-update")})
+    ok = (
+        {r.id for r in bad} == expected_bad
+        and all(r.reason == "signature.invalid" for r in bad)
+        and requests == len(SCENARIO) + len(expected_bad)
+        and by_type.get("receipt", 0) >= sum(len(s.recipients) for s in SCENARIO)
+        and len({r.sender for r in checkpoints}) == len(network.apps)
+    )
+    out(
+        "  every genuine envelope and every checkpoint verifies"
+        if ok
+        else "  the stream does NOT match the scenario"
+    )
+    result.checks.append(("audit stream replays and verifies", ok))
+
+
+def verify_audit_logs(network: DemoNetwork, result: DemoResult, out: Printer) -> None:
+    out("")
+    out("Audit logs")
+    pki = network.layout.directory / "pki"
+    certs = sorted(pki.glob("*.pem"))
+    certs = [p for p in certs if p.name not in ("ca.pem", "crl.pem")]
+    for node in network.layout.nodes:
+        config = network.layout.config(node, environ={})
+        report = verify_log(config.audit_path, cert_paths=certs, jobs=1)
+        out(
+            f"  {node}: {report.size} entries, "
+            + ("verifies" if report.ok else f"DOES NOT VERIFY: {report.first}")
+        )
+        result.checks.append((f"{node} audit log verifies", report.ok))
+
+
+def _trust_store(layout: NetworkLayout) -> TrustStore:
+    pki = layout.directory / "pki"
+    certs = [p for p in sorted(pki.glob("*.pem")) if p.name not in ("ca.pem", "crl.pem")]
+    return TrustStore.from_files(pki / "ca.pem", pki / "crl.pem", certs)
+
+
+async def _serve(network: DemoNetwork, out: Printer) -> None:
+    out("")
+    out("Serving (Ctrl-C to stop):")
+    for node, info in network.layout.nodes.items():
+        out(f"  {node} {info.url}")
+        for role, token in info.tokens.items():
+            out(f"    {role:<14} {token}")
+    out(f"  (also in {network.layout.network_file})")
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.Event().wait()
+
+
+def main(bus: str, keep: Path | None, serve: bool) -> int:
+    result = asyncio.run(run_demo(bus=bus, keep=keep, serve=serve))
+    print("")
+    failed = [name for name, passed in result.checks if not passed]
+    if failed:
+        print(f"FAILED: {len(failed)} of {len(result.checks)} checks: " + "; ".join(failed))
+        return 1
+    print(f"OK: all {len(result.checks)} checks passed (bus: {result.bus})")
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,183 @@
+"""One error hierarchy with stable machine codes.
+
+Every refusal the exchange makes carries a code from `ERROR_TABLE`. The same table maps
+each code to an HTTP status (for local clients) and says whether the code may appear as
+the reason of a negative receipt (for partner nodes). The CLI prints `diagnostics()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorSpec:
+    """What a code means: its HTTP status, a short title, and whether receipts use it."""
+
+    status: int
+    title: str
+    receipt_reason: bool = False
+
+
+ERROR_TABLE: dict[str, ErrorSpec] = {
+    # verification of an envelope (order of verify_envelope's policy)
+    "envelope.malformed": ErrorSpec(400, "The envelope is not well formed", True),
+    "envelope.too_large": ErrorSpec(413, "The envelope is larger than allowed", True),
+    "cert.untrusted": ErrorSpec(422, "The certificate does not chain to the network CA", True),
+    "cert.unknown": ErrorSpec(422, "No certificate is known for the signature's kid", True),
+    "cert.expired": ErrorSpec(422, "The certificate is outside its validity period", True),
+    "cert.revoked": ErrorSpec(422, "The certificate has been revoked", True),
+    "sender.mismatch": ErrorSpec(422, "The certificate belongs to another node", True),
+    "signature.invalid": ErrorSpec(422, "The signature does not verify", True),
+    "message.expired": ErrorSpec(422, "The message is past its expiry time", True),
+    "clock.skew": ErrorSpec(422, "The message's creation time is too far from now", True),
+    "message.replayed": ErrorSpec(409, "A message with this id was already seen", True),
+    "recipient.mismatch": ErrorSpec(422, "The message is not addressed to this node", True),
+    "receipt.mismatch": ErrorSpec(
+        422, "A receipt names a digest other than that of the message sent", False
+    ),
+    # payload schemas
+    "schema.invalid": ErrorSpec(422, "The payload does not match its schema", True),
+    "schema.unknown": ErrorSpec(422, "The message type or schema version is not supported", True),
+    # network membership (case updates)
+    "network.forbidden": ErrorSpec(403, "This node is not a member of that network", True),
+    # HTTP requests from local clients
+    "request.malformed_json": ErrorSpec(400, "The request body is not valid JSON"),
+    "request.unsupported_media_type": ErrorSpec(415, "The request must be application/json"),
+    "request.too_large": ErrorSpec(413, "The request body is larger than allowed"),
+    "request.invalid": ErrorSpec(422, "The request does not match the API's schema"),
+    "request.bad_parameter": ErrorSpec(400, "A query parameter is not valid"),
+    "recipient.unknown": ErrorSpec(422, "A recipient is not a node of this network"),
+    "auth.missing": ErrorSpec(401, "A bearer token is required"),
+    "auth.invalid": ErrorSpec(401, "The bearer token is not valid"),
+    "auth.forbidden": ErrorSpec(403, "The token's role may not do this"),
+    "not_found": ErrorSpec(404, "No such resource"),
+    "method.not_allowed": ErrorSpec(405, "This method is not allowed here"),
+    "service.unavailable": ErrorSpec(503, "The service is not ready"),
+    # audit
+    "audit.invalid": ErrorSpec(422, "The audit log does not verify"),
+    # configuration and usage
+    "config.invalid": ErrorSpec(400, "The configuration is not valid"),
+    "usage": ErrorSpec(400, "Bad usage"),
+    "internal": ErrorSpec(500, "Internal error"),
+}
+
+RECEIPT_REASONS: frozenset[str] = frozenset(c for c, s in ERROR_TABLE.items() if s.receipt_reason)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One failing field of a validated document: a JSON-pointer-like path and why."""
+
+    path: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"path": self.path, "message": self.message}
+
+
+class ExchangeError(Exception):
+    """Root of every refusal. `code` is stable and listed in `ERROR_TABLE`."""
+
+    code: str = "internal"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str | None = None,
+        errors: Sequence[FieldError] = (),
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        if code is not None:
+            self.code = code
+        if self.code not in ERROR_TABLE:
+            raise ValueError(f"unknown error code {self.code!r}")
+        self.detail = detail
+        self.errors: tuple[FieldError, ...] = tuple(errors)
+        self.extra: dict[str, Any] = dict(extra or {})
+
+    @property
+    def spec(self) -> ErrorSpec:
+        return ERROR_TABLE[self.code]
+
+    @property
+    def http_status(self) -> int:
+        return self.spec.status
+
+    def diagnostics(self) -> str:
+        """A person-readable explanation, one line per failing field."""
+        lines = [f"{self.code}: {self.detail}"]
+        lines.extend(f"  {e.path or '/'}: {e.message}" for e in self.errors)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.detail}"
+
+
+class VerificationError(ExchangeError):
+    """An envelope failed the verification policy; the code says which check."""
+
+    code = "signature.invalid"
+
+
+class SchemaError(ExchangeError):
+    """A payload or request does not match its schema; `errors` lists the fields."""
+
+    code = "schema.invalid"
+
+
+class RequestError(ExchangeError):
+    """A local HTTP client's request was refused before reaching the domain."""
+
+    code = "request.invalid"
+
+
+class AuthError(ExchangeError):
+    code = "auth.invalid"
+
+
+class AuditError(ExchangeError):
+    """The audit log or a checkpoint does not verify; `extra['index']` locates it."""
+
+    code = "audit.invalid"
+
+
+class ConfigError(ExchangeError):
+    code = "config.invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """RFC 9457 problem details for an `ExchangeError`."""
+
+    status: int
+    code: str
+    title: str
+    detail: str
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def from_error(cls, err: ExchangeError) -> Problem:
+        return cls(
+            status=err.http_status,
+            code=err.code,
+            title=err.spec.title,
+            detail=err.detail,
+            errors=[e.as_dict() for e in err.errors],
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": f"urn:xb:error:{self.code}",
+            "title": self.title,
+            "status": self.status,
+            "code": self.code,
+            "detail": self.detail,
+        }
+        if self.errors:
+            body["errors"] = self.errors
+        return body

@@ -1,0 +1,1 @@
+"""The node's aiohttp gateway: routes, auth, problem details, outbox and inbox."""

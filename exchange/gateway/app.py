@@ -1,0 +1,246 @@
+"""The gateway's aiohttp application: one node's HTTP API wired to its store, audit log and relay.
+
+`create_app(config)` registers the route table behind bearer-token authentication and the
+problem-details middleware. Its cleanup contexts open, in order, the node's identity (key,
+certificate, trust store), the message store, the audit log, the bus, the case updates
+(`exchange.subscriptions`) and the relay, and close each one only if it was opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from exchange.audit.checkpoints import Checkpoint, CheckpointPolicy
+from exchange.audit.log import AuditLog
+from exchange.config import NodeConfig
+from exchange.crypto.signing import NodeSigner
+from exchange.crypto.verify import TrustStore
+from exchange.errors import ConfigError
+from exchange.gateway import keys
+from exchange.gateway.auth import Authenticator
+from exchange.gateway.metrics import Metrics
+from exchange.gateway.problems import problem_middleware
+from exchange.gateway.relay import Relay
+from exchange.gateway.route_spec import Route, RouteHandler
+from exchange.gateway.routes import ROUTES
+from exchange.gateway.store import MessageStore
+from exchange.log import get_logger
+from exchange.subscriptions.http import CASE_UPDATES
+from exchange.subscriptions.service import CaseUpdates
+from exchange.transport.amqp import AmqpBus
+from exchange.transport.bus import Bus
+from exchange.transport.memory import MemoryBus
+from exchange.transport.tls import broker_client_context, external_login_url, is_tls_url
+from exchange.transport.topology import Topology
+
+_log = get_logger(__name__)
+
+
+def _guarded(route: Route, authenticator: Authenticator) -> RouteHandler:
+    """The route's handler behind authentication (401) and its permission check (403)."""
+    permission = route.permission
+    if permission is None:
+        return route.handler
+    handler = route.handler
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        principal = authenticator.authenticate(request.headers.get("Authorization"))
+        request[keys.PRINCIPAL] = principal  # known to the audit even when refused below
+        authenticator.authorize(principal, permission)
+        return await handler(request)
+
+    return guarded
+
+
+def certificate_paths(config: NodeConfig) -> list[Path]:
+    """Every node certificate in `certs_dir` (not the CA, not the CRL)."""
+    skip = {config.ca_path.resolve()}
+    if config.crl_path is not None:
+        skip.add(config.crl_path.resolve())
+    return sorted(
+        p
+        for p in config.certs_dir.glob("*.pem")
+        if p.resolve() not in skip and p.name not in ("ca.pem", "crl.pem")
+    )
+
+
+def load_identity(config: NodeConfig) -> tuple[NodeSigner, TrustStore]:
+    """The node's signer and the network's trust store, from the configured files."""
+    signer = NodeSigner.from_files(config.key_path, config.cert_path)
+    if signer.node_id != config.node_id:
+        raise ConfigError(
+            f"the certificate at {config.cert_path} names {signer.node_id}, "
+            f"not this node {config.node_id}"
+        )
+    trust = TrustStore.from_files(config.ca_path, config.crl_path, certificate_paths(config))
+    return signer, trust
+
+
+def build_bus(config: NodeConfig) -> Bus:
+    """The bus the configuration names: RabbitMQ, or a private in-memory broker.
+
+    For `amqps://` the node logs in with its own certificate (x509, user = its node id),
+    verifying the broker against `broker_ca_path` (default: the network CA). Reads files:
+    call it off the event loop.
+    """
+    topology = Topology(prefix=config.topology_prefix)
+    if config.bus == "memory":
+        return MemoryBus(topology, node_id=config.node_id)
+    ssl_context = None
+    if is_tls_url(config.amqp_url):
+        ssl_context = broker_client_context(
+            config.broker_ca_path or config.ca_path, config.cert_path, config.key_path
+        )
+    return AmqpBus(
+        external_login_url(config.amqp_url),
+        topology,
+        node_id=config.node_id,
+        provisioned=config.amqp_provisioned,
+        ssl_context=ssl_context,
+    )
+
+
+async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
+    signer, trust = await asyncio.to_thread(load_identity, app[keys.CONFIG])
+    app[keys.SIGNER], app[keys.TRUST] = signer, trust
+    yield
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = await MessageStore.open(app[keys.CONFIG].store_path)
+    app[keys.STORE] = store
+    yield
+    await store.close()
+
+
+async def _audit_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[keys.CONFIG]
+
+    async def publish_checkpoint(checkpoint: Checkpoint) -> None:
+        # Published to the network's audit stream once the relay runs; before that (and if
+        # the broker does not confirm) the checkpoint is kept locally and the next covers it.
+        relay = app.get(keys.RELAY)
+        if relay is not None:
+            await relay.publish_checkpoint(checkpoint)
+
+    audit = await AuditLog.open(
+        config.audit_path,
+        app[keys.SIGNER],
+        checkpoints=CheckpointPolicy(
+            every_entries=config.checkpoint.every_entries,
+            every_seconds=config.checkpoint.every_seconds,
+        ),
+        on_checkpoint=publish_checkpoint,
+    )
+    app[keys.AUDIT] = audit
+    yield
+    await audit.close()
+
+
+def _bus_ctx(
+    given: Bus | None, start_relay: bool
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if given is not None or not start_relay:
+            # A bus handed in belongs to the caller, who starts and closes it.
+            app[keys.BUS] = given
+            yield
+            return
+        bus = await asyncio.to_thread(build_bus, app[keys.CONFIG])
+        await bus.start()
+        app[keys.BUS] = bus
+        yield
+        await bus.close()
+
+    return ctx
+
+
+async def _case_updates_ctx(app: web.Application) -> AsyncIterator[None]:
+    config, bus = app[keys.CONFIG], app[keys.BUS]
+    service = await CaseUpdates.open(
+        config,
+        signer=app[keys.SIGNER],
+        trust=app[keys.TRUST],
+        audit=app[keys.AUDIT],
+        topology=bus.topology if bus is not None else None,
+    )
+    try:
+        await service.start(bus, app[keys.STORE] if bus is not None else None)
+    except BaseException:
+        await service.close()
+        raise
+    app[CASE_UPDATES] = service
+    yield
+    await service.close()
+
+
+async def _end_streams(app: web.Application) -> None:
+    """Shutdown: end the SSE streams, so the server need not wait out its timeout for them."""
+    service = app.get(CASE_UPDATES)
+    if service is not None:
+        service.feed.close()
+
+
+def _relay_ctx(start_relay: bool) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        bus = app[keys.BUS]
+        if not start_relay or bus is None:
+            app[keys.RELAY] = None
+            yield
+            return
+        relay = Relay(
+            config=app[keys.CONFIG],
+            store=app[keys.STORE],
+            signer=app[keys.SIGNER],
+            trust=app[keys.TRUST],
+            bus=bus,
+            audit=app[keys.AUDIT],
+            metrics=app[keys.METRICS],
+        )
+        await relay.start()
+        app[keys.RELAY] = relay
+        _log.info("node.started", node=app[keys.CONFIG].node_id)
+        yield
+        await relay.stop()
+
+    return ctx
+
+
+def create_app(
+    config: NodeConfig, *, bus: Bus | None = None, start_relay: bool = True
+) -> web.Application:
+    """The node's web application; its resources open when the app starts.
+
+    `bus`: use this bus instead of building one from the configuration (the caller owns
+    it: starts and closes it). `start_relay=False`: no bus, no relay (HTTP-only tests);
+    `/readyz` then reports the broker as not ready.
+    """
+    app = web.Application(
+        middlewares=[problem_middleware],
+        client_max_size=config.limits.max_body_bytes,
+        # Bodies are taken identity-encoded only (see read_json_object): decompressing
+        # in the parser would answer bad encodings outside our problem documents.
+        handler_args={"auto_decompress": False},
+    )
+    authenticator = Authenticator.from_config(config)
+    app[keys.CONFIG] = config
+    app[keys.METRICS] = Metrics()
+    app[keys.AUTHENTICATOR] = authenticator
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, _guarded(route, authenticator))
+    app.cleanup_ctx.extend(
+        [
+            _identity_ctx,
+            _store_ctx,
+            _audit_ctx,
+            _bus_ctx(bus, start_relay),
+            _case_updates_ctx,
+            _relay_ctx(start_relay),
+        ]
+    )
+    app.on_shutdown.append(_end_streams)
+    return app

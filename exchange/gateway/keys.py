@@ -1,0 +1,35 @@
+"""Typed keys of the gateway's application and request state (`web.AppKey`, `web.RequestKey`).
+
+The application holds the node's long-lived resources, opened by `create_app`'s cleanup
+contexts; a request carries the authenticated principal once `auth` let it through.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from exchange.config import NodeConfig
+from exchange.gateway.auth import Authenticator, Principal
+from exchange.gateway.metrics import Metrics
+from exchange.gateway.store import MessageStore
+
+if TYPE_CHECKING:
+    from exchange.audit.log import AuditLog
+    from exchange.crypto.signing import NodeSigner
+    from exchange.crypto.verify import TrustStore
+    from exchange.gateway.relay import Relay
+    from exchange.transport.bus import Bus
+
+CONFIG = web.AppKey("config", NodeConfig)
+METRICS = web.AppKey("metrics", Metrics)
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+STORE = web.AppKey("store", MessageStore)
+SIGNER: web.AppKey[NodeSigner] = web.AppKey("signer")
+TRUST: web.AppKey[TrustStore] = web.AppKey("trust")
+AUDIT: web.AppKey[AuditLog] = web.AppKey("audit")
+BUS: web.AppKey[Bus | None] = web.AppKey("bus")
+RELAY: web.AppKey[Relay | None] = web.AppKey("relay")
+
+PRINCIPAL = web.RequestKey("principal", Principal)

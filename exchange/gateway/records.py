@@ -1,0 +1,136 @@
+"""The small immutable records that `MessageStore` takes and returns.
+
+Times are timezone-aware UTC, ids are UUIDs, envelopes are the exact signed bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRecord:
+    """A signed message accepted from a local client, ready for the outbox."""
+
+    id: UUID
+    type: str
+    case: str
+    in_reply_to: UUID | None
+    recipients: tuple[str, ...]
+    created_at: datetime
+    respond_by: datetime | None
+    envelope: bytes
+    digest: str
+    submitted_by: str | None
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One publish still owed: a message for one recipient."""
+
+    message_id: UUID
+    recipient: str
+    type: str
+    envelope: bytes
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptRecord:
+    """A verified receipt from a recipient: accepted, or rejected with a reason code."""
+
+    message_id: UUID
+    from_node: str
+    outcome: str
+    reason: str | None
+    detail: str | None
+    received_at: datetime
+    envelope: bytes
+
+
+RecipientStateName = Literal["pending", "sent", "delivered", "rejected", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientState:
+    """Where one recipient's copy of a message stands."""
+
+    recipient: str
+    state: RecipientStateName
+    attempts: int
+    next_attempt_at: datetime | None
+    confirmed_at: datetime | None
+    receipt: ReceiptRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """An outgoing message as stored, with its status and per-recipient states."""
+
+    id: UUID
+    type: str
+    case: str
+    in_reply_to: UUID | None
+    recipients: tuple[str, ...]
+    created_at: datetime
+    respond_by: datetime | None
+    expires_at: datetime | None
+    status: str
+    reason: str | None
+    envelope: bytes
+    digest: str
+    submitted_by: str | None
+    updated_at: datetime
+    recipient_states: tuple[RecipientState, ...]
+    receipts: tuple[ReceiptRecord, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRecord:
+    """A verified incoming message; `cursor` orders the inbox."""
+
+    cursor: int
+    id: UUID
+    type: str
+    case: str
+    sender: str
+    in_reply_to: UUID | None
+    digest: str
+    envelope: bytes
+    received_at: datetime
+    respond_by: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CaseMessage:
+    """One message of a case: sent by us ("out", with status) or received ("in", with sender)."""
+
+    direction: Literal["out", "in"]
+    id: UUID
+    type: str
+    sender: str | None
+    recipients: tuple[str, ...]
+    in_reply_to: UUID | None
+    at: datetime
+    status: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OverdueItem:
+    """A request past its deadline; `counterpart` is who sent it or who owes the answer."""
+
+    message_id: UUID
+    type: str
+    case: str
+    counterpart: str
+    respond_by: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OverdueReport:
+    we_owe: tuple[OverdueItem, ...]
+    owed_to_us: tuple[OverdueItem, ...]

@@ -1,0 +1,498 @@
+"""The gateway's HTTP API under /v1, plus health, readiness, metrics and the OpenAPI document.
+
+`ROUTES` is the one table of what the node serves; `app.py` registers it behind
+authentication and `openapi.py` documents it. `POST /v1/messages` answers 202 only once
+the signed message is durably in the outbox and audited, and only then wakes the relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import re
+from uuid import UUID
+
+import orjson
+from aiohttp import web
+
+from exchange.errors import FieldError, RequestError
+from exchange.gateway import keys, views
+from exchange.gateway.api_models import (
+    Accepted,
+    CaseUpdatePage,
+    CaseView,
+    Health,
+    InboxItem,
+    InboxPage,
+    MessageView,
+    OverdueView,
+    Readiness,
+    SubmitMessage,
+)
+from exchange.gateway.audit_http import AUDIT_ROUTES
+from exchange.gateway.auth import Permission
+from exchange.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from exchange.gateway.openapi import build_openapi
+from exchange.gateway.problems import problem_response
+from exchange.gateway.request_body import read_json_object
+from exchange.gateway.route_spec import Param, Route
+from exchange.gateway.submit import (
+    check_case_update,
+    check_payload,
+    check_recipients,
+    parse_submission,
+    sign_submission,
+)
+from exchange.log import get_logger
+from exchange.model.common import CASE_PATTERN, NETWORK_PATTERN, MessageType, utc_now
+from exchange.subscriptions import http as subscriptions
+
+DEFAULT_PAGE = 100
+MAX_PAGE = 500
+READY_TIMEOUT_SECONDS = 2.0
+
+_log = get_logger(__name__)
+
+
+def _message_id(request: web.Request) -> UUID:
+    raw = request.match_info["id"]
+    try:
+        return UUID(raw)
+    except ValueError:
+        raise RequestError(
+            "the message id must be a UUID",
+            code="request.bad_parameter",
+            errors=[FieldError("/path/id", "not a UUID")],
+        ) from None
+
+
+def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"[0-9]{1,18}", raw) or not low <= int(raw) <= high:
+        raise RequestError(
+            f"{name} must be an integer from {low} to {high}",
+            code="request.bad_parameter",
+            errors=[FieldError(f"/query/{name}", f"an integer from {low} to {high}")],
+        )
+    return int(raw)
+
+
+def _not_found(what: str) -> RequestError:
+    return RequestError(f"no {what} with this id", code="not_found")
+
+
+# --- handlers -----------------------------------------------------------------------------
+
+
+async def submit_message(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    config, principal = app[keys.CONFIG], request[keys.PRINCIPAL]
+    body = await read_json_object(request, config.limits.max_body_bytes)
+    submission = parse_submission(body)
+    check_recipients(submission, config)
+    payload_model = check_payload(submission)
+    if submission.type is MessageType.CASE_UPDATE:
+        check_case_update(submission, payload_model, config)
+    signed = sign_submission(
+        submission,
+        payload_model,
+        config=config,
+        signer=app[keys.SIGNER],
+        submitted_by=principal.token_id,
+    )
+    record = signed.record
+    case_updates = app[subscriptions.CASE_UPDATES]
+    if submission.type is MessageType.CASE_UPDATE:
+        # fanned out on the cases exchange by the case-update publisher, not the relay
+        await case_updates.accept(
+            signed.envelope, actor=principal.token_id, role=principal.role.value
+        )
+    else:
+        await app[keys.STORE].submit(record)
+        await app[keys.AUDIT].append(
+            "accepted",
+            actor=principal.token_id,
+            role=principal.role.value,
+            message_id=record.id,
+            case=record.case,
+            digest=record.digest,
+            envelope=signed.envelope,
+        )
+        await case_updates.on_message_sent(signed.envelope)  # automatic case updates
+    app[keys.METRICS].message("out", record.type, "accepted")
+    response = views.json_response({"id": str(record.id), "status": "accepted"}, status=202)
+    await response.prepare(request)
+    await response.write_eof()
+    relay = app.get(keys.RELAY)
+    if relay is not None:
+        relay.wake()
+    with contextlib.suppress(Exception):  # a broken log stream must not undo an acceptance
+        _log.info(
+            "message.accepted",
+            message_id=str(record.id),
+            case=record.case,
+            node=config.node_id,
+            type=record.type,
+            recipients=list(record.recipients),
+        )
+    return response
+
+
+async def get_message(request: web.Request) -> web.StreamResponse:
+    message = await request.app[keys.STORE].get_message(_message_id(request))
+    if message is None:
+        raise _not_found("outgoing message")
+    return views.json_response(views.message_view(message, request.app[keys.CONFIG].node_id))
+
+
+async def _audit_delivered(request: web.Request, items: list[tuple[UUID, str, str]]) -> None:
+    principal, audit = request[keys.PRINCIPAL], request.app[keys.AUDIT]
+    await asyncio.gather(
+        *(
+            audit.append(
+                "delivered",
+                actor=principal.token_id,
+                role=principal.role.value,
+                message_id=message_id,
+                case=case,
+                digest=digest,
+            )
+            for message_id, case, digest in items
+        )
+    )
+
+
+async def list_inbox(request: web.Request) -> web.StreamResponse:
+    after = _int_query(request, "after", 0, 0, 2**62)
+    limit = _int_query(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    records = await request.app[keys.STORE].inbox_page(after, limit)
+    await _audit_delivered(request, [(r.id, r.case, r.digest) for r in records])
+    items = [views.inbox_item(r) for r in records]
+    return views.json_response({"items": items, "next": records[-1].cursor if records else after})
+
+
+async def get_inbox_message(request: web.Request) -> web.StreamResponse:
+    record = await request.app[keys.STORE].inbox_get(_message_id(request))
+    if record is None:
+        raise _not_found("incoming message")
+    await _audit_delivered(request, [(record.id, record.case, record.digest)])
+    return views.json_response(views.inbox_item(record))
+
+
+async def get_case(request: web.Request) -> web.StreamResponse:
+    case = request.match_info["case"]
+    if not re.fullmatch(CASE_PATTERN, case):
+        raise RequestError(
+            "not a case reference",
+            code="request.bad_parameter",
+            errors=[FieldError("/path/case", f"must match {CASE_PATTERN}")],
+        )
+    messages = await request.app[keys.STORE].case_messages(case)
+    return views.json_response(views.case_view(case, messages, request.app[keys.CONFIG].node_id))
+
+
+async def get_overdue(request: web.Request) -> web.StreamResponse:
+    now = utc_now()
+    report = await request.app[keys.STORE].overdue(now)
+    return views.json_response(views.overdue_view(report, now))
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    return views.json_response({"status": "ok", "node": request.app[keys.CONFIG].node_id})
+
+
+async def readyz(request: web.Request) -> web.StreamResponse:
+    relay = request.app.get(keys.RELAY)
+    store = request.app.get(keys.STORE)
+    checks = {"broker": relay is not None and relay.ready, "store": False}
+    if store is not None:
+        try:
+            checks["store"] = await asyncio.wait_for(store.ping(), READY_TIMEOUT_SECONDS)
+        except Exception as exc:  # a failed or slow write means not ready, never a 500
+            _log.warning("readiness.store_failed", error=type(exc).__name__)
+    if all(checks.values()):
+        return views.json_response({"status": "ready", "checks": checks})
+    failing = ", ".join(name for name, ok in checks.items() if not ok)
+    problem = {
+        "type": "urn:xb:error:service.unavailable",
+        "title": "The service is not ready",
+        "status": 503,
+        "code": "service.unavailable",
+        "detail": f"not ready: {failing}",
+        "checks": checks,
+    }
+    return problem_response(problem)
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    registry = request.app[keys.METRICS]
+    store = request.app.get(keys.STORE)
+    if store is not None:
+        registry.set_outbox_depth(await store.outbox_depth())
+    return web.Response(
+        body=registry.render().encode("utf-8"),
+        headers={"Content-Type": METRICS_CONTENT_TYPE},
+    )
+
+
+@functools.cache
+def openapi_document(node_id: str, network: str) -> bytes:
+    """The served OpenAPI document (built once per process: it costs ~0.1 s)."""
+    return orjson.dumps(build_openapi(ROUTES, node_id=node_id, network=network))
+
+
+async def openapi(request: web.Request) -> web.StreamResponse:
+    config = request.app[keys.CONFIG]
+    body = openapi_document(config.node_id, config.network)
+    return web.Response(body=body, content_type="application/json")
+
+
+# --- the table ----------------------------------------------------------------------------
+
+_UUID = {"type": "string", "format": "uuid"}
+_ID = Param("id", "path", "The message id.", _UUID, required=True)
+_SUBSCRIPTION_FILTERS = (
+    Param(
+        "network",
+        "query",
+        "Only this network's updates (one this node belongs to).",
+        {"type": "string", "pattern": NETWORK_PATTERN},
+    ),
+    Param(
+        "case",
+        "query",
+        "Only this case's updates.",
+        {"type": "string", "pattern": CASE_PATTERN},
+    ),
+)
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "POST",
+        "/v1/messages",
+        submit_message,
+        "submitMessage",
+        "Sign a message and queue it for its recipients",
+        Permission.SEND,
+        status=202,
+        response=Accepted,
+        request=SubmitMessage,
+        errors=(
+            "request.malformed_json",
+            "request.unsupported_media_type",
+            "request.too_large",
+            "request.invalid",
+            "recipient.unknown",
+            "schema.invalid",
+            "schema.unknown",
+            "network.forbidden",
+        ),
+        tags=("messages",),
+        description="Validates the request and its payload, fills in id, sender, schema and "
+        "created_at, signs, stores durably in the outbox and audits; answers 202 only then. "
+        "A `case-update` goes to every other member of its payload's network, on the cases "
+        "exchange; only a member may send one (else 403 `network.forbidden`).",
+    ),
+    Route(
+        "GET",
+        "/v1/messages/{id}",
+        get_message,
+        "getMessage",
+        "An outgoing message's status, receipts and per-recipient delivery",
+        Permission.READ,
+        response=MessageView,
+        params=(_ID,),
+        errors=("request.bad_parameter", "not_found"),
+        tags=("messages",),
+    ),
+    Route(
+        "GET",
+        "/v1/inbox",
+        list_inbox,
+        "listInbox",
+        "Verified incoming messages, oldest first, after a cursor",
+        Permission.READ,
+        response=InboxPage,
+        params=(
+            Param(
+                "after",
+                "query",
+                "Return messages after this cursor.",
+                {"type": "integer", "minimum": 0},
+            ),
+            Param(
+                "limit",
+                "query",
+                "At most this many messages.",
+                {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE},
+            ),
+        ),
+        errors=("request.bad_parameter",),
+        tags=("inbox",),
+        description="Each message returned is audited as delivered to the calling token.",
+    ),
+    Route(
+        "GET",
+        "/v1/inbox/{id}",
+        get_inbox_message,
+        "getInboxMessage",
+        "One verified incoming message",
+        Permission.READ,
+        response=InboxItem,
+        params=(_ID,),
+        errors=("request.bad_parameter", "not_found"),
+        tags=("inbox",),
+        description="Audited as delivered to the calling token.",
+    ),
+    Route(
+        "GET",
+        "/v1/cases/{case}",
+        get_case,
+        "getCase",
+        "Every message of a case, in both directions, in time order",
+        Permission.READ,
+        response=CaseView,
+        params=(
+            Param(
+                "case",
+                "path",
+                "The case reference.",
+                {"type": "string", "pattern": CASE_PATTERN},
+                required=True,
+            ),
+        ),
+        errors=("request.bad_parameter",),
+        tags=("cases",),
+    ),
+    Route(
+        "GET",
+        "/v1/overdue",
+        get_overdue,
+        "getOverdue",
+        "Requests past their response deadline: those we owe and those owed to us",
+        Permission.READ,
+        response=OverdueView,
+        tags=("cases",),
+    ),
+    Route(
+        "GET",
+        "/v1/subscriptions/events",
+        subscriptions.list_events,
+        "listCaseUpdates",
+        "Case updates of this node's networks, oldest first, after a cursor",
+        Permission.SUBSCRIBE,
+        response=CaseUpdatePage,
+        params=(
+            Param(
+                "after",
+                "query",
+                "Return updates after this cursor.",
+                {"type": "integer", "minimum": 0},
+            ),
+            Param(
+                "limit",
+                "query",
+                "At most this many updates.",
+                {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": subscriptions.MAX_PAGE,
+                    "default": subscriptions.DEFAULT_PAGE,
+                },
+            ),
+            *_SUBSCRIPTION_FILTERS,
+        ),
+        errors=("request.bad_parameter",),
+        tags=("subscriptions",),
+        description="Each update returned is audited as subscription-delivered to the token.",
+    ),
+    Route(
+        "GET",
+        "/v1/subscriptions/stream",
+        subscriptions.stream_events,
+        "streamCaseUpdates",
+        "Case updates as Server-Sent Events, resumable with Last-Event-ID",
+        Permission.SUBSCRIBE,
+        response_media="text/event-stream",
+        response_schema={
+            "type": "string",
+            "description": "Events `case-update` whose `id` is the update's cursor and whose "
+            "`data` is a CaseUpdateEvent; `: heartbeat` comments while idle.",
+        },
+        params=(
+            Param(
+                "Last-Event-ID",
+                "header",
+                "Resume after this cursor (sent by EventSource on reconnect).",
+                {"type": "integer", "minimum": 0},
+            ),
+            Param(
+                "after",
+                "query",
+                "Start after this cursor when there is no Last-Event-ID (default 0).",
+                {"type": "integer", "minimum": 0},
+            ),
+            Param(
+                "heartbeat",
+                "query",
+                "Seconds between heartbeats while idle.",
+                {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 300,
+                    "default": subscriptions.DEFAULT_HEARTBEAT_SECONDS,
+                },
+            ),
+            *_SUBSCRIPTION_FILTERS,
+        ),
+        errors=("request.bad_parameter",),
+        tags=("subscriptions",),
+        description="Each update sent is audited as subscription-delivered to the token.",
+    ),
+    Route(
+        "GET",
+        "/healthz",
+        healthz,
+        "health",
+        "The process is alive",
+        None,
+        response=Health,
+        tags=("operations",),
+    ),
+    Route(
+        "GET",
+        "/readyz",
+        readyz,
+        "readiness",
+        "Broker connected and consuming, store writable",
+        None,
+        response=Readiness,
+        errors=("service.unavailable",),
+        tags=("operations",),
+    ),
+    Route(
+        "GET",
+        "/metrics",
+        metrics,
+        "metrics",
+        "Prometheus metrics",
+        None,
+        response_media="text/plain",
+        response_schema={"type": "string"},
+        tags=("operations",),
+    ),
+    Route(
+        "GET",
+        "/openapi.json",
+        openapi,
+        "openapi",
+        "This document",
+        None,
+        response_schema={"type": "object"},
+        tags=("operations",),
+    ),
+    *AUDIT_ROUTES,
+)

@@ -1,0 +1,338 @@
+"""The SQL of the message store: its schema, status derivation, and rows turned into records.
+
+Every function here runs on the store's worker thread, inside a transaction that
+`SqliteThread` opened; `MessageStore` is the only caller.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from exchange.gateway.records import (
+    CaseMessage,
+    InboxRecord,
+    MessageRecord,
+    OverdueItem,
+    OverdueReport,
+    ReceiptRecord,
+    RecipientState,
+    RecipientStateName,
+)
+from exchange.model.common import format_utc
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    "case" TEXT NOT NULL,
+    in_reply_to TEXT,
+    recipients TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    respond_by TEXT,
+    expires_at TEXT,
+    status TEXT NOT NULL,
+    reason TEXT,
+    failure TEXT,
+    envelope BLOB NOT NULL,
+    digest TEXT NOT NULL,
+    submitted_by TEXT,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_case ON messages("case", created_at);
+CREATE INDEX IF NOT EXISTS messages_reply ON messages(in_reply_to) WHERE in_reply_to IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_due ON messages(respond_by) WHERE respond_by IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_expiring ON messages(expires_at)
+    WHERE expires_at IS NOT NULL AND failure IS NULL AND status IN ('accepted', 'rejected');
+CREATE TABLE IF NOT EXISTS outbox (
+    message_id TEXT NOT NULL REFERENCES messages(id),
+    recipient TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL,
+    confirmed_at TEXT,
+    abandoned_at TEXT,
+    PRIMARY KEY (message_id, recipient)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(next_attempt_at)
+    WHERE confirmed_at IS NULL AND abandoned_at IS NULL;
+CREATE TABLE IF NOT EXISTS receipts (
+    message_id TEXT NOT NULL REFERENCES messages(id),
+    from_node TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    reason TEXT,
+    detail TEXT,
+    received_at TEXT NOT NULL,
+    envelope BLOB NOT NULL,
+    PRIMARY KEY (message_id, from_node)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inbox (
+    cursor INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    "case" TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    in_reply_to TEXT,
+    digest TEXT NOT NULL,
+    envelope BLOB NOT NULL,
+    received_at TEXT NOT NULL,
+    respond_by TEXT,
+    audited INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS inbox_case ON inbox("case", received_at);
+CREATE INDEX IF NOT EXISTS inbox_reply ON inbox(in_reply_to) WHERE in_reply_to IS NOT NULL;
+CREATE INDEX IF NOT EXISTS inbox_due ON inbox(respond_by) WHERE respond_by IS NOT NULL;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+SELECT_EXPIRING = (
+    "SELECT id FROM messages WHERE expires_at IS NOT NULL AND failure IS NULL "
+    "AND status IN ('accepted', 'rejected') AND expires_at <= ?"
+)
+"""Messages that may still have unsent rows and are past their expiry (a partial index)."""
+
+SELECT_DUE = (
+    "SELECT o.message_id, o.recipient, m.type, m.envelope, o.attempts "
+    "FROM outbox o JOIN messages m ON m.id = o.message_id "
+    "WHERE o.confirmed_at IS NULL AND o.abandoned_at IS NULL AND o.next_attempt_at <= ? "
+    "AND (m.expires_at IS NULL OR m.expires_at > ?) "
+    "ORDER BY o.next_attempt_at LIMIT ?"
+)
+"""Due publishes in the order they became due; walks the partial index, stops at LIMIT."""
+
+
+class MessageStatus(StrEnum):
+    ACCEPTED = "accepted"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+def ts(value: datetime) -> str:
+    return format_utc(value)
+
+
+def dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def uuid_or_none(value: str | None) -> UUID | None:
+    return None if value is None else UUID(value)
+
+
+def setup(conn: sqlite3.Connection) -> None:
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(f"store schema version {version} is newer than this program's")
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def refresh_status(conn: sqlite3.Connection, message_id: str, now: str) -> str:
+    """Derive the status from the facts recorded so far, store it, and return it."""
+    recipients, failure = conn.execute(
+        "SELECT recipients, failure FROM messages WHERE id = ?", (message_id,)
+    ).fetchone()
+    wanted = set(json.loads(recipients))
+    receipts = conn.execute(
+        "SELECT from_node, outcome, reason FROM receipts WHERE message_id = ? "
+        "ORDER BY received_at, from_node",
+        (message_id,),
+    ).fetchall()
+    negative = [reason for _node, outcome, reason in receipts if outcome != "accepted"]
+    positive = {node for node, outcome, _reason in receipts if outcome == "accepted"}
+    rows = conn.execute(
+        "SELECT confirmed_at, abandoned_at FROM outbox WHERE message_id = ?", (message_id,)
+    ).fetchall()
+    reason: str | None = None
+    if negative:
+        status, reason = MessageStatus.REJECTED, negative[0] or "unspecified"
+    elif wanted <= positive:
+        status = MessageStatus.DELIVERED
+    elif failure is not None:
+        status, reason = MessageStatus.FAILED, failure
+    elif all(confirmed is not None for confirmed, _ in rows):
+        status = MessageStatus.SENT
+    else:
+        status = MessageStatus.ACCEPTED
+    conn.execute(
+        "UPDATE messages SET status = ?, reason = ?, updated_at = ? "
+        "WHERE id = ? AND (status IS NOT ? OR reason IS NOT ?)",
+        (status.value, reason, now, message_id, status.value, reason),
+    )
+    return status.value
+
+
+INBOX_COLUMNS = (
+    'cursor, id, type, "case", sender, in_reply_to, digest, envelope, received_at, respond_by'
+)
+
+
+def at(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def exists(conn: sqlite3.Connection, message_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM messages WHERE id = ?", (message_id,)).fetchone() is not None
+
+
+def abandon(
+    conn: sqlite3.Connection, message_id: str, recipient: str | None, reason: str, at: str
+) -> None:
+    conn.execute(
+        "UPDATE outbox SET abandoned_at = ? WHERE message_id = ? AND confirmed_at IS NULL "
+        "AND abandoned_at IS NULL AND (? IS NULL OR recipient = ?)",
+        (at, message_id, recipient, recipient),
+    )
+    conn.execute(
+        "UPDATE messages SET failure = coalesce(failure, ?) WHERE id = ?", (reason, message_id)
+    )
+    refresh_status(conn, message_id, at)
+
+
+def inbox_record(row: Any) -> InboxRecord:
+    cursor, mid, type_, case, sender, irt, digest, envelope, received_at, respond_by = row
+    return InboxRecord(
+        cursor=int(cursor),
+        id=UUID(mid),
+        type=type_,
+        case=case,
+        sender=sender,
+        in_reply_to=uuid_or_none(irt),
+        digest=digest,
+        envelope=bytes(envelope),
+        received_at=at(received_at),
+        respond_by=dt(respond_by),
+    )
+
+
+def read_message(conn: sqlite3.Connection, mid: str) -> MessageRecord | None:
+    row = conn.execute(
+        'SELECT id, type, "case", in_reply_to, recipients, created_at, respond_by, expires_at, '
+        "status, reason, envelope, digest, submitted_by, updated_at FROM messages WHERE id = ?",
+        (mid,),
+    ).fetchone()
+    if row is None:
+        return None
+    receipts = {
+        r[1]: ReceiptRecord(UUID(r[0]), r[1], r[2], r[3], r[4], at(r[5]), bytes(r[6]))
+        for r in conn.execute(
+            "SELECT message_id, from_node, outcome, reason, detail, received_at, envelope "
+            "FROM receipts WHERE message_id = ? ORDER BY received_at, from_node",
+            (mid,),
+        )
+    }
+    states = []
+    for recipient, attempts, next_at, confirmed, abandoned in conn.execute(
+        "SELECT recipient, attempts, next_attempt_at, confirmed_at, abandoned_at FROM outbox "
+        "WHERE message_id = ?",
+        (mid,),
+    ):
+        receipt = receipts.get(recipient)
+        state: RecipientStateName
+        if receipt is not None:
+            state = "delivered" if receipt.outcome == "accepted" else "rejected"
+        elif confirmed is not None:
+            state = "sent"
+        elif abandoned is not None:
+            state = "failed"
+        else:
+            state = "pending"
+        states.append(
+            RecipientState(
+                recipient=recipient,
+                state=state,
+                attempts=int(attempts),
+                next_attempt_at=None if confirmed or abandoned else at(next_at),
+                confirmed_at=dt(confirmed),
+                receipt=receipt,
+            )
+        )
+    order = {r: i for i, r in enumerate(json.loads(row[4]))}
+    states.sort(key=lambda s: order.get(s.recipient, len(order)))
+    return MessageRecord(
+        id=UUID(row[0]),
+        type=row[1],
+        case=row[2],
+        in_reply_to=uuid_or_none(row[3]),
+        recipients=tuple(json.loads(row[4])),
+        created_at=at(row[5]),
+        respond_by=dt(row[6]),
+        expires_at=dt(row[7]),
+        status=row[8],
+        reason=row[9],
+        envelope=bytes(row[10]),
+        digest=row[11],
+        submitted_by=row[12],
+        updated_at=at(row[13]),
+        recipient_states=tuple(states),
+        receipts=tuple(receipts.values()),
+    )
+
+
+_INBOX_SELECT = f"SELECT {INBOX_COLUMNS} FROM inbox"  # noqa: S608 (constant column list)
+
+
+def select_inbox_page(conn: sqlite3.Connection, after: int, limit: int) -> list[InboxRecord]:
+    rows = conn.execute(
+        f"{_INBOX_SELECT} WHERE cursor > ? ORDER BY cursor LIMIT ?", (after, limit)
+    ).fetchall()
+    return [inbox_record(r) for r in rows]
+
+
+def select_inbox(conn: sqlite3.Connection, message_id: str) -> InboxRecord | None:
+    row = conn.execute(f"{_INBOX_SELECT} WHERE id = ?", (message_id,)).fetchone()
+    return None if row is None else inbox_record(row)
+
+
+def select_case(conn: sqlite3.Connection, case: str) -> list[CaseMessage]:
+    sent = conn.execute(
+        "SELECT id, type, recipients, in_reply_to, created_at, status FROM messages "
+        'WHERE "case" = ?',
+        (case,),
+    ).fetchall()
+    received = conn.execute(
+        'SELECT id, type, sender, in_reply_to, received_at FROM inbox WHERE "case" = ?', (case,)
+    ).fetchall()
+    out = [
+        CaseMessage("out", UUID(i), t, None, tuple(json.loads(r)), uuid_or_none(irt), at(c), s)
+        for i, t, r, irt, c, s in sent
+    ]
+    out += [
+        CaseMessage("in", UUID(i), t, sender, (), uuid_or_none(irt), at(when), None)
+        for i, t, sender, irt, when in received
+    ]
+    out.sort(key=lambda m: (m.at, m.direction, str(m.id)))
+    return out
+
+
+def select_overdue(conn: sqlite3.Connection, now: str) -> OverdueReport:
+    we_owe = conn.execute(
+        'SELECT i.id, i.type, i."case", i.sender, i.respond_by FROM inbox i '
+        "WHERE i.respond_by IS NOT NULL AND i.respond_by < ? AND NOT EXISTS ("
+        "SELECT 1 FROM messages m WHERE m.in_reply_to = i.id "
+        "AND m.status NOT IN ('rejected', 'failed')) ORDER BY i.respond_by, i.cursor",
+        (now,),
+    ).fetchall()
+    owed = conn.execute(
+        'SELECT m.id, m.type, m."case", o.recipient, m.respond_by FROM messages m '
+        "JOIN outbox o ON o.message_id = m.id "
+        "WHERE m.respond_by IS NOT NULL AND m.respond_by < ? "
+        "AND m.status NOT IN ('rejected', 'failed') AND NOT EXISTS ("
+        "SELECT 1 FROM inbox i WHERE i.in_reply_to = m.id AND i.sender = o.recipient) "
+        "ORDER BY m.respond_by, o.recipient",
+        (now,),
+    ).fetchall()
+    return OverdueReport(
+        we_owe=tuple(OverdueItem(UUID(i), t, c, n, at(rb)) for i, t, c, n, rb in we_owe),
+        owed_to_us=tuple(OverdueItem(UUID(i), t, c, n, at(rb)) for i, t, c, n, rb in owed),
+    )

@@ -1,0 +1,174 @@
+"""Turning a local client's request into a signed outgoing message, or a precise refusal.
+
+Order of checks: fields only the gateway sets (`id`, `sender`, ...) -> the request model
+(422 `request.invalid` with field paths) -> recipients known to the network (422
+`recipient.unknown`) -> the payload against its schema (422 `schema.invalid`) -> for a
+case update, membership of its network (403 `network.forbidden`) and its consistency. Then
+the gateway fills in id, sender, schema and created_at, signs, and computes the deadline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from uuid import uuid4
+
+from pydantic import BaseModel, ValidationError
+
+from exchange.config import NodeConfig
+from exchange.crypto.canonical import sha256_hex
+from exchange.crypto.signing import NodeSigner, encode_envelope, signing_input
+from exchange.errors import ExchangeError, FieldError, RequestError
+from exchange.gateway.api_models import SubmitMessage
+from exchange.gateway.records import OutgoingRecord
+from exchange.gateway.request_body import field_errors
+from exchange.model.case_update import CaseUpdate
+from exchange.model.common import utc_now
+from exchange.model.deadlines import respond_by
+from exchange.model.envelope import MAX_ENVELOPE_BYTES, Header
+from exchange.schemas import schema_ref, validate_payload
+
+GATEWAY_FIELDS = ("id", "sender", "schema", "created_at", "signature", "header")
+"""Body fields a client may not set: the gateway fills them in (or they are the envelope's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SignedSubmission:
+    """What a valid request became: the record to store and the signed wire envelope."""
+
+    record: OutgoingRecord
+    envelope: dict[str, Any]
+
+
+def parse_submission(body: Mapping[str, Any]) -> SubmitMessage:
+    """The request model of `POST /v1/messages`; RequestError (422) naming each bad field."""
+    reserved = [name for name in GATEWAY_FIELDS if name in body]
+    if reserved:
+        raise RequestError(
+            f"{', '.join(reserved)} {'is' if len(reserved) == 1 else 'are'} set by the gateway",
+            errors=[FieldError(f"/{n}", "set by the gateway; do not send it") for n in reserved],
+        )
+    try:
+        return SubmitMessage.model_validate(dict(body))
+    except ValidationError as exc:
+        raise RequestError(
+            "the request does not match the API's schema", errors=field_errors(exc)
+        ) from None
+
+
+def check_recipients(request: SubmitMessage, config: NodeConfig) -> None:
+    """RequestError `recipient.unknown` (422) for a recipient that is not a partner node."""
+    errors = []
+    for i, recipient in enumerate(request.recipients):
+        if recipient == config.node_id:
+            errors.append(FieldError(f"/recipients/{i}", "a node cannot send to itself"))
+        elif recipient not in config.recipients:
+            errors.append(
+                FieldError(f"/recipients/{i}", f"{recipient} is not a node of {config.network}")
+            )
+    if errors:
+        raise RequestError(
+            "a recipient is not a partner node of this network",
+            code="recipient.unknown",
+            errors=errors,
+        )
+
+
+def check_payload(request: SubmitMessage) -> BaseModel:
+    """The payload validated against its type's current schema (SchemaError, 422)."""
+    return validate_payload(request.type.value, schema_ref(request.type), request.payload)
+
+
+def check_case_update(request: SubmitMessage, payload: BaseModel, config: NodeConfig) -> None:
+    """A node publishes updates only for networks it is a member of (403 `network.forbidden`),
+    to every other member and nobody else, for the message's case and a shared event (422)."""
+    assert isinstance(payload, CaseUpdate)
+    network = next((n for n in config.networks if n.name == payload.network), None)
+    if network is None or config.node_id not in network.members:
+        raise ExchangeError(
+            f"{config.node_id} is not a member of network {payload.network}",
+            code="network.forbidden",
+            errors=[FieldError("/payload/network", "not a network this node belongs to")],
+        )
+    strangers = [
+        FieldError(f"/recipients/{i}", f"{r} is not a member of {network.name}")
+        for i, r in enumerate(request.recipients)
+        if r not in network.members
+    ]
+    if strangers:
+        raise ExchangeError(
+            f"a case update of {network.name} may go to its members only",
+            code="network.forbidden",
+            errors=strangers,
+        )
+    errors = []
+    missing = [m for m in network.members if m != config.node_id and m not in request.recipients]
+    if missing:
+        errors.append(
+            FieldError("/recipients", f"add {', '.join(missing)}: every other member receives it")
+        )
+    if payload.case != request.case:
+        errors.append(FieldError("/payload/case", f"must be the message's case {request.case}"))
+    if payload.event not in network.events:
+        errors.append(
+            FieldError("/payload/event", f"{network.name} does not share {payload.event.value}")
+        )
+    if errors:
+        raise RequestError("the case update does not fit its network", errors=errors)
+
+
+def sign_submission(
+    request: SubmitMessage,
+    payload_model: BaseModel,
+    *,
+    config: NodeConfig,
+    signer: NodeSigner,
+    submitted_by: str | None,
+) -> SignedSubmission:
+    """Fill in the header, sign, and compute the digest and the response deadline."""
+    created_at = utc_now()
+    if request.expires_at is not None and request.expires_at <= created_at:
+        raise RequestError(
+            "the message would already be expired",
+            errors=[FieldError("/expires_at", "must be in the future")],
+        )
+    header = Header.model_validate(
+        {
+            "id": uuid4(),
+            "type": request.type,
+            "schema": schema_ref(request.type),
+            "sender": config.node_id,
+            "recipients": request.recipients,
+            "case": request.case,
+            "in_reply_to": request.in_reply_to,
+            "created_at": created_at,
+            "expires_at": request.expires_at,
+            "priority": request.priority,
+            "handling": request.handling,
+        }
+    )
+    envelope = signer.sign_envelope(header, request.payload)
+    body = encode_envelope(envelope)
+    if len(body) > MAX_ENVELOPE_BYTES:
+        raise RequestError(
+            f"the signed message would be {len(body)} bytes, over {MAX_ENVELOPE_BYTES}",
+            code="request.too_large",
+        )
+    digest = sha256_hex(signing_input(envelope["header"], envelope["payload"]))
+    directly = getattr(payload_model, "directly_accessible", None)
+    hints = {"directly_accessible": bool(directly)} if directly is not None else {}
+    record = OutgoingRecord(
+        id=header.id,
+        type=header.type.value,
+        case=header.case,
+        in_reply_to=header.in_reply_to,
+        recipients=tuple(header.recipients),
+        created_at=header.created_at,
+        respond_by=respond_by(header.type, header.priority, header.created_at, **hints),
+        envelope=body,
+        digest=digest,
+        submitted_by=submitted_by,
+        expires_at=header.expires_at,
+    )
+    return SignedSubmission(record=record, envelope=envelope)

@@ -1,0 +1,1 @@
+"""Pydantic models: the envelope, its header, and one module per message type's payload."""

@@ -1,0 +1,1 @@
+"""Case updates for prosecutor networks: fan-out, SSE stream, webhooks."""

@@ -1,0 +1,113 @@
+"""The records of case updates as a node keeps them, and the JSON view subscribers receive.
+
+A `CaseEventRecord` is one signed case update this node holds (received from a network
+member, or published by this node); its `cursor` is its position in the node's events
+table, the durable cursor of the SSE stream and of polling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+import orjson
+
+from exchange.model.common import format_utc
+
+Direction = Literal["in", "out"]
+
+
+@dataclass(frozen=True, slots=True)
+class NewCaseEvent:
+    """A verified (or locally signed) case update, ready to be stored once."""
+
+    id: UUID
+    network: str
+    case: str
+    event: str
+    sender: str
+    direction: Direction
+    digest: str
+    created_at: datetime
+    received_at: datetime
+    envelope: bytes
+
+    def stored_as(self, cursor: int) -> CaseEventRecord:
+        return CaseEventRecord(
+            cursor,
+            self.id,
+            self.network,
+            self.case,
+            self.event,
+            self.sender,
+            self.direction,
+            self.digest,
+            self.created_at,
+            self.received_at,
+            self.envelope,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CaseEventRecord:
+    """A stored case update; `cursor` orders the node's events, oldest first."""
+
+    cursor: int
+    id: UUID
+    network: str
+    case: str
+    event: str
+    sender: str
+    direction: Direction
+    digest: str
+    created_at: datetime
+    received_at: datetime
+    envelope: bytes
+
+    def view(self) -> dict[str, Any]:
+        """The document a subscriber receives (SSE data, polling item, webhook body)."""
+        envelope = orjson.loads(self.envelope)
+        return {
+            "cursor": self.cursor,
+            "id": str(self.id),
+            "network": self.network,
+            "case": self.case,
+            "event": self.event,
+            "sender": self.sender,
+            "direction": self.direction,
+            "digest": self.digest,
+            "created_at": format_utc(self.created_at),
+            "received_at": format_utc(self.received_at),
+            "update": envelope["payload"],
+            "envelope": envelope,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What storing an update did: its cursor, whether it is new, and the digest held."""
+
+    cursor: int
+    new: bool
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPublish:
+    """An update this node signed whose publish the broker has not confirmed yet."""
+
+    id: UUID
+    routing_key: str
+    envelope: bytes
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookJob:
+    """One update owed to one webhook, with the attempts made so far."""
+
+    webhook: str
+    attempts: int
+    record: CaseEventRecord

@@ -1,0 +1,359 @@
+"""A node's case updates: the service the gateway opens once and everything else goes through.
+
+`CaseUpdates` owns the store, the feed that wakes SSE streams and webhooks, the consumer of
+`<p>.sub.<node>` (bound only to the networks this node is a member of, or to chosen cases),
+the update publisher, the webhook worker and the inbox follower that emits automatic
+updates for what this node receives. `accept` takes an update a local client submitted;
+`emit_automatic_update` (and the `MessageHook` methods around it) one the node derives from
+a freeze decision or an asset-inquiry response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+from uuid import UUID
+
+import orjson
+
+from exchange.audit.entries import AuditEvent
+from exchange.config import AUTO_UPDATE_TYPES, NetworkConfig, NodeConfig
+from exchange.crypto.canonical import sha256_hex
+from exchange.crypto.signing import encode_envelope, signing_input
+from exchange.log import get_logger
+from exchange.model.case_update import CaseUpdate
+from exchange.model.common import MessageType, Priority, utc_now
+from exchange.model.envelope import Header
+from exchange.schemas import schema_ref, validate_payload
+from exchange.subscriptions.automatic import (
+    Direction,
+    automatic_update,
+    automatic_update_id,
+    should_emit,
+)
+from exchange.subscriptions.consumer import UpdateConsumer
+from exchange.subscriptions.feed import EventFeed
+from exchange.subscriptions.publisher import UpdatePublisher
+from exchange.subscriptions.records import NewCaseEvent, Stored
+from exchange.subscriptions.store import SubscriptionStore
+from exchange.subscriptions.webhooks import Webhook, WebhookWorker, load_webhooks
+from exchange.transport.topology import Topology
+
+if TYPE_CHECKING:
+    from exchange.audit.log import AuditLog
+    from exchange.crypto.signing import NodeSigner
+    from exchange.crypto.verify import TrustStore
+    from exchange.gateway.store import MessageStore
+    from exchange.transport.bus import Bus, ConsumerHandle
+
+_log = get_logger(__name__)
+
+INBOX_CURSOR_KEY = "automatic.inbox_cursor"
+INBOX_POLL_SECONDS = 0.25
+INBOX_PAGE = 200
+AUTOMATIC_ACTOR = "gateway"
+_TRIGGERS = frozenset(t.value for t in AUTO_UPDATE_TYPES)
+
+
+class MessageHook(Protocol):
+    """What the gateway calls when it sends or receives a message (never raises)."""
+
+    async def on_message_sent(self, envelope: Mapping[str, Any]) -> None: ...
+
+    async def on_message_received(self, envelope: Mapping[str, Any]) -> None: ...
+
+
+class CaseUpdates:
+    """One node's case updates. `open`, then `start` (with a bus) and finally `close`."""
+
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        store: SubscriptionStore,
+        signer: NodeSigner,
+        trust: TrustStore,
+        audit: AuditLog,
+        webhooks: Mapping[str, Webhook],
+        topology: Topology,
+    ) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self.store = store
+        self.feed = EventFeed()
+        self.topology = topology
+        self._signer = signer
+        self._audit = audit
+        self._webhooks = dict(webhooks)
+        self._worker = WebhookWorker(hooks=webhooks, store=store, audit=audit, feed=self.feed)
+        self._publisher: UpdatePublisher | None = None
+        self._consumer: ConsumerHandle | None = None
+        self._follower: asyncio.Task[None] | None = None
+        self.consumer = UpdateConsumer(
+            config=config,
+            trust=trust,
+            topology=topology,
+            audit=audit,
+            store_update=self.store_update,
+        )
+
+    @classmethod
+    async def open(
+        cls,
+        config: NodeConfig,
+        *,
+        signer: NodeSigner,
+        trust: TrustStore,
+        audit: AuditLog,
+        topology: Topology | None = None,
+    ) -> CaseUpdates:
+        """Open the store and load the webhook secrets; nothing runs until `start`."""
+        webhooks = await asyncio.to_thread(load_webhooks, config.member_networks())
+        store = await SubscriptionStore.open(config.subscriptions_path)
+        service = cls(
+            config=config,
+            store=store,
+            signer=signer,
+            trust=trust,
+            audit=audit,
+            webhooks=webhooks,
+            topology=topology or Topology(prefix=config.topology_prefix),
+        )
+        service.feed.last_cursor = await store.last_cursor()
+        return service
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    async def start(self, bus: Bus | None, inbox: MessageStore | None = None) -> None:
+        """Webhooks always; with a bus: the subscription queue, its consumer, the publisher;
+        with the message store: the inbox follower for automatic updates on receipt."""
+        self._worker.start()
+        if bus is not None:
+            networks = self.config.member_networks()
+            await bus.declare_node(self.node_id)
+            for network in networks:
+                cases = list(network.cases) if network.cases is not None else None
+                await bus.declare_subscription(self.node_id, [network.name], cases)
+            self._publisher = UpdatePublisher(
+                node_id=self.node_id,
+                store=self.store,
+                bus=bus,
+                audit=self._audit,
+                limits=self.config.limits,
+            )
+            self._publisher.start()
+            if networks:
+                self._consumer = await bus.consume(
+                    self.topology.subscription_queue(self.node_id),
+                    self.consumer.handle_delivery,
+                    prefetch=self.config.limits.prefetch,
+                )
+        if inbox is not None and any(n.auto_updates.enabled for n in self.config.networks):
+            self._follower = asyncio.create_task(self._follow_inbox(inbox), name="inbox-follower")
+
+    async def stop(self) -> None:
+        """Stop consuming and publishing; end every SSE stream."""
+        self.feed.close()
+        if self._consumer is not None:
+            await self._consumer.cancel()
+            self._consumer = None
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+            self._follower = None
+        if self._publisher is not None:
+            await self._publisher.stop()
+            self._publisher = None
+        await self._worker.stop()
+
+    async def close(self) -> None:
+        await self.stop()
+        await self.store.close()
+
+    @property
+    def ready(self) -> bool:
+        return self._publisher is None or self._publisher.running
+
+    # -- storing -------------------------------------------------------------------------
+
+    async def store_update(self, event: NewCaseEvent, *, routing_key: str | None = None) -> Stored:
+        """Store an update once (queueing its publish and webhook jobs); wake the readers."""
+        hooks = [k for k, h in self._webhooks.items() if h.wants(event.network, event.case)]
+        stored = await self.store.record(event, routing_key=routing_key, webhooks=hooks)
+        if stored.new:
+            self.feed.publish(event.stored_as(stored.cursor))
+            if routing_key is not None and self._publisher is not None:
+                self._publisher.wake()
+        return stored
+
+    async def accept(
+        self, envelope: Mapping[str, Any], *, actor: str | None, role: str | None
+    ) -> Stored:
+        """An update a local client submitted (already checked and signed): store and audit."""
+        header = Header.model_validate(envelope["header"])
+        update = CaseUpdate.model_validate(envelope["payload"])
+        return await self._store_outgoing(
+            header, update, envelope, AuditEvent.ACCEPTED, actor=actor, role=role, detail={}
+        )
+
+    async def _store_outgoing(
+        self,
+        header: Header,
+        update: CaseUpdate,
+        envelope: Mapping[str, Any],
+        event: AuditEvent,
+        *,
+        actor: str | None,
+        role: str | None,
+        detail: Mapping[str, Any],
+    ) -> Stored:
+        digest = sha256_hex(signing_input(envelope["header"], envelope["payload"]))
+        now = utc_now()
+        stored = await self.store_update(
+            NewCaseEvent(
+                id=header.id,
+                network=update.network,
+                case=update.case,
+                event=update.event.value,
+                sender=self.node_id,
+                direction="out",
+                digest=digest,
+                created_at=header.created_at,
+                received_at=now,
+                envelope=encode_envelope(envelope),
+            ),
+            routing_key=self.topology.case_routing_key(
+                update.network, update.case, update.event.value
+            ),
+        )
+        if stored.new:
+            await self._audit.append(
+                event,
+                actor=actor,
+                role=role,
+                message_id=header.id,
+                case=header.case,
+                digest=digest,
+                envelope=envelope,
+                detail={"network": update.network, "cursor": stored.cursor, **detail},
+            )
+        return stored
+
+    # -- automatic updates -----------------------------------------------------------------
+
+    async def emit_automatic_update(
+        self, envelope: Mapping[str, Any], *, direction: Direction
+    ) -> list[UUID]:
+        """Emit the case updates a sent or received message means for this node's networks.
+
+        Returns the ids of the updates newly stored (empty when the message type does not
+        trigger updates, no network follows its case, or they were emitted before).
+        """
+        if envelope["header"].get("type") not in _TRIGGERS:
+            return []
+        header = Header.model_validate(envelope["header"])
+        emitted: list[UUID] = []
+        payload: Any = None
+        for network in self.config.member_networks():
+            if not should_emit(network, header, self.node_id, direction):
+                continue
+            if network.auto_updates.follow == "known" and not await self.store.knows_case(
+                network.name, header.case
+            ):
+                continue
+            if payload is None:
+                payload = validate_payload(header.type.value, header.schema_, envelope["payload"])
+            update = automatic_update(network, header, payload)
+            if update is None:
+                continue
+            stored = await self._sign_and_store(network, header, update, direction)
+            if stored.new:
+                emitted.append(automatic_update_id(network.name, header.id))
+        return emitted
+
+    async def _sign_and_store(
+        self, network: NetworkConfig, trigger: Header, update: CaseUpdate, direction: Direction
+    ) -> Stored:
+        header = Header.model_validate(
+            {
+                "id": automatic_update_id(network.name, trigger.id),
+                "type": MessageType.CASE_UPDATE,
+                "schema": schema_ref(MessageType.CASE_UPDATE),
+                "sender": self.node_id,
+                "recipients": [m for m in network.members if m != self.node_id],
+                "case": trigger.case,
+                "in_reply_to": None,
+                "created_at": utc_now(),
+                "priority": Priority.NORMAL,
+                "handling": trigger.handling,
+            }
+        )
+        payload = update.model_dump(mode="json", exclude_none=True)
+        envelope = self._signer.sign_envelope(header, payload)
+        stored = await self._store_outgoing(
+            header,
+            update,
+            envelope,
+            AuditEvent.SIGNED,
+            actor=AUTOMATIC_ACTOR,
+            role=None,
+            detail={
+                "trigger": str(trigger.id),
+                "trigger_type": trigger.type.value,
+                "on": direction,
+            },
+        )
+        if stored.new:
+            _log.info(
+                "case_update.automatic",
+                message_id=str(header.id),
+                case=trigger.case,
+                node=self.node_id,
+                network=network.name,
+                trigger=str(trigger.id),
+            )
+        return stored
+
+    async def on_message_sent(self, envelope: Mapping[str, Any]) -> None:
+        """Hook: this node accepted `envelope` for sending (after it is durably stored)."""
+        await self._hook(envelope, "sent")
+
+    async def on_message_received(self, envelope: Mapping[str, Any]) -> None:
+        """Hook: this node verified and stored the incoming `envelope`."""
+        await self._hook(envelope, "received")
+
+    async def _hook(self, envelope: Mapping[str, Any], direction: Direction) -> None:
+        try:
+            await self.emit_automatic_update(envelope, direction=direction)
+        except Exception:  # never undo or delay what the caller already committed
+            with contextlib.suppress(Exception):
+                header = envelope.get("header") or {}
+                _log.exception(
+                    "case_update.automatic_failed",
+                    message_id=str(header.get("id")),
+                    node=self.node_id,
+                    on=direction,
+                )
+
+    async def _follow_inbox(self, inbox: MessageStore) -> None:
+        """Emit the automatic updates of received messages, from a durable inbox cursor, so
+        none is lost when the node stops between storing a message and emitting."""
+        cursor = int(await self.store.get_meta(INBOX_CURSOR_KEY) or 0)
+        while True:
+            try:
+                page = await inbox.inbox_page(cursor, INBOX_PAGE)
+                for record in page:
+                    if record.type in _TRIGGERS:
+                        await self._hook(orjson.loads(record.envelope), "received")
+                if page:
+                    cursor = page[-1].cursor
+                    await self.store.set_meta(INBOX_CURSOR_KEY, str(cursor))
+                    continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                _log.exception("case_update.inbox_follower_failed", node=self.node_id)
+            await asyncio.sleep(INBOX_POLL_SECONDS)

@@ -1,0 +1,276 @@
+"""Webhooks: each case update POSTed to the URLs a network configures, signed with HMAC-SHA256.
+
+The body is the update's JSON view; `X-XB-Timestamp` is the Unix time of the attempt and
+`X-XB-Signature: sha256=<hex>` the HMAC-SHA256, under the webhook's shared secret, of
+`<timestamp>.<body>` (binding the time, so a captured request cannot be replayed later).
+`X-XB-Event-Id` lets the receiver drop repeats: delivery is at least once. A failed
+attempt (no 2xx, timeout, connection error) is retried with exponential backoff and given
+up after `max_tries`; every attempt's outcome is audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import aiohttp
+import orjson
+
+from exchange.audit.entries import AuditEvent
+from exchange.config import NetworkConfig, WebhookConfig
+from exchange.errors import ConfigError
+from exchange.log import get_logger
+from exchange.model.common import utc_now
+from exchange.subscriptions.feed import EventFeed
+from exchange.subscriptions.records import CaseEventRecord, WebhookJob
+
+if TYPE_CHECKING:
+    from exchange.audit.log import AuditLog
+    from exchange.subscriptions.store import SubscriptionStore
+
+_log = get_logger(__name__)
+
+SIGNATURE_HEADER = "X-XB-Signature"
+TIMESTAMP_HEADER = "X-XB-Timestamp"
+EVENT_ID_HEADER = "X-XB-Event-Id"
+DELIVERY_HEADER = "X-XB-Delivery"
+MIN_SECRET_BYTES = 16
+DEFAULT_TOLERANCE_SECONDS = 300
+IDLE_POLL_SECONDS = 1.0
+BATCH = 64
+
+Outcome = Literal["delivered", "retry", "gave-up"]
+
+
+def signature(secret: bytes, timestamp: str, body: bytes) -> str:
+    """The `X-XB-Signature` value: `sha256=` + hex HMAC-SHA256 of `<timestamp>.<body>`."""
+    mac = hmac.new(secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256)
+    return f"sha256={mac.hexdigest()}"
+
+
+def verify_signature(
+    secret: bytes,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    now: float | None = None,
+    tolerance: float = DEFAULT_TOLERANCE_SECONDS,
+) -> bool:
+    """What a webhook receiver checks: the HMAC over timestamp and body, and a fresh time."""
+    timestamp = headers.get(TIMESTAMP_HEADER, "")
+    given = headers.get(SIGNATURE_HEADER, "")
+    if not timestamp.isdigit():
+        return False
+    if abs((time.time() if now is None else now) - int(timestamp)) > tolerance:
+        return False
+    return hmac.compare_digest(given, signature(secret, timestamp, body))
+
+
+def webhook_key(network: str, url: str) -> str:
+    """A stable name for a webhook in the job table and the audit log."""
+    return f"{network}:{hashlib.sha256(url.encode()).hexdigest()[:16]}"
+
+
+def read_secret(path: Path) -> bytes:
+    """The shared secret in `path` (surrounding whitespace removed); ConfigError if weak."""
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the webhook secret {path}: {exc.strerror}") from None
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigError(f"the webhook secret in {path} is shorter than {MIN_SECRET_BYTES} bytes")
+    return secret
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """A configured webhook with its secret loaded."""
+
+    key: str
+    network: str
+    config: WebhookConfig
+    secret: bytes
+
+    def wants(self, network: str, case: str) -> bool:
+        return network == self.network and (not self.config.cases or case in self.config.cases)
+
+    def retry_delay(self, attempts: int) -> float:
+        base = self.config.retry_min_seconds * float(2 ** min(attempts, 20))
+        return float(min(self.config.retry_max_seconds, base) * random.uniform(0.8, 1.2))
+
+
+def load_webhooks(networks: Sequence[NetworkConfig]) -> dict[str, Webhook]:
+    """Every webhook of the given networks, keyed; reads the secrets (blocking: use a thread)."""
+    hooks: dict[str, Webhook] = {}
+    for network in networks:
+        for config in network.webhooks:
+            key = webhook_key(network.name, config.url)
+            hooks[key] = Webhook(key, network.name, config, read_secret(config.secret_path))
+    return hooks
+
+
+def _public_url(url: str) -> str:
+    """The URL without query or fragment (they may carry credentials): for the audit log."""
+    return url.split("?", 1)[0].split("#", 1)[0]
+
+
+class WebhookWorker:
+    """Delivers due webhook jobs; wakes on new updates (the feed) and when retries fall due."""
+
+    def __init__(
+        self,
+        *,
+        hooks: Mapping[str, Webhook],
+        store: SubscriptionStore,
+        audit: AuditLog,
+        feed: EventFeed,
+    ) -> None:
+        self.hooks = dict(hooks)
+        self._store = store
+        self._audit = audit
+        self._feed = feed
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    def start(self) -> None:
+        """Start delivering; without webhooks there is nothing to do (jobs wait in the store)."""
+        if not self.hooks:
+            return
+        self._session = aiohttp.ClientSession()
+        self._task = asyncio.create_task(self._loop(), name="webhook-worker")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _loop(self) -> None:
+        while not self._feed.closed:  # closed: the node is stopping
+            token = self._feed.token()
+            try:
+                done = await self.deliver_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the worker must survive anything; the jobs stay due
+                _log.exception("webhook.worker_failed")
+                done = 0
+            if not done:
+                await self._feed.wait(token, await self._idle_seconds())
+
+    async def _idle_seconds(self) -> float:
+        """Until the next retry falls due, at most IDLE_POLL_SECONDS."""
+        due = await self._store.webhook_next_due()
+        if due is None:
+            return IDLE_POLL_SECONDS
+        return min(IDLE_POLL_SECONDS, max(0.0, (due - utc_now()).total_seconds()) + 0.005)
+
+    async def deliver_due(self) -> int:
+        """Attempt every due job once (concurrently); return how many were attempted."""
+        jobs = await self._store.webhook_due(BATCH, utc_now())
+        await asyncio.gather(*(self._attempt(job) for job in jobs))
+        return len(jobs)
+
+    async def _attempt(self, job: WebhookJob) -> None:
+        hook = self.hooks.get(job.webhook)
+        now = utc_now()
+        if hook is None:
+            await self._settle(job, None, "gave-up", "the webhook is no longer configured", now)
+            return
+        error = await self._post(hook, job.record)
+        if error is None:
+            await self._settle(job, hook, "delivered", None, utc_now())
+        elif job.attempts + 1 >= hook.config.max_tries:
+            await self._settle(job, hook, "gave-up", error, utc_now())
+        else:
+            await self._settle(job, hook, "retry", error, utc_now())
+
+    async def _post(self, hook: Webhook, record: CaseEventRecord) -> str | None:
+        """None when the target answered 2xx, else why not."""
+        assert self._session is not None
+        body = orjson.dumps(record.view())
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            TIMESTAMP_HEADER: timestamp,
+            SIGNATURE_HEADER: signature(hook.secret, timestamp, body),
+            EVENT_ID_HEADER: str(record.id),
+            DELIVERY_HEADER: f"{hook.key}/{record.cursor}",
+        }
+        try:
+            async with self._session.post(
+                hook.config.url,
+                data=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=hook.config.timeout_seconds),
+                allow_redirects=False,
+            ) as response:
+                await response.read()
+                if 200 <= response.status < 300:
+                    return None
+                return f"HTTP {response.status}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return f"{type(exc).__name__}: {exc}"[:300]
+
+    async def _settle(
+        self,
+        job: WebhookJob,
+        hook: Webhook | None,
+        outcome: Outcome,
+        error: str | None,
+        now: datetime,
+    ) -> None:
+        record = job.record
+        attempt = job.attempts + 1
+        if outcome == "delivered":
+            await self._store.webhook_delivered(job.webhook, record.cursor, now)
+        elif outcome == "retry":
+            assert hook is not None and error is not None
+            due = now + timedelta(seconds=hook.retry_delay(job.attempts))
+            await self._store.webhook_retry(job.webhook, record.cursor, due, error)
+        else:
+            await self._store.webhook_gave_up(job.webhook, record.cursor, now, error or "")
+        detail: dict[str, object] = {
+            "channel": "webhook",
+            "webhook": job.webhook,
+            "outcome": outcome,
+            "attempt": attempt,
+            "cursor": record.cursor,
+            "network": record.network,
+        }
+        if hook is not None:
+            detail["url"] = _public_url(hook.config.url)
+        if error is not None:
+            detail["error"] = error
+        # The log has one delivery event; failed attempts carry a code and their outcome.
+        await self._audit.append(
+            AuditEvent.SUBSCRIPTION_DELIVERED,
+            actor=f"webhook:{job.webhook}",
+            message_id=record.id,
+            case=record.case,
+            digest=record.digest,
+            code=None if outcome == "delivered" else f"webhook.{outcome}",
+            detail=detail,
+        )
+        log = _log.info if outcome == "delivered" else _log.warning
+        log(
+            f"webhook.{outcome}",
+            message_id=str(record.id),
+            case=record.case,
+            webhook=job.webhook,
+            attempt=attempt,
+            error=error,
+        )

@@ -1,0 +1,1 @@
+"""RabbitMQ topology, confirmed publisher, verifying consumer, and the in-memory bus."""

@@ -1,0 +1,509 @@
+"""The RabbitMQ bus: a robust aio-pika connection, confirmed mandatory persistent publishes,
+verdict-driven consumers, and reads of the audit stream.
+
+One long-lived publishing channel carries every publish (many in flight at once); each
+consumer has its own long-lived channel, so its prefetch is its own and restored on reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractRobustChannel
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
+
+from exchange.log import get_logger
+from exchange.transport.bus import (
+    DELIVERY_COUNT_HEADER,
+    REQUEUE,
+    BusError,
+    ConsumeError,
+    Delivery,
+    Disposition,
+    Handler,
+    Outgoing,
+    PublishError,
+    Verdict,
+    dead_letter_headers,
+    validate_prefetch,
+)
+from exchange.transport.topology import (
+    MAX_ROUTING_KEY_BYTES,
+    Declarations,
+    DestinationKind,
+    InvalidName,
+    Topology,
+)
+
+_log = get_logger(__name__)
+_T = TypeVar("_T")
+
+STREAM_PREFETCH = 500
+PERSISTENT = 2  # AMQP delivery mode
+_CONNECTION_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError, OSError)
+
+
+class AmqpBus:
+    """A `Bus` on RabbitMQ.
+
+    `provisioned=True` is for a virtual host an operator set up from the rendered
+    definitions: `declare_node` then only checks (passively) that the node's exchanges and
+    queues exist, which needs no configure permission. `ssl_context` is for `amqps://`
+    (see `exchange.transport.tls`).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        topology: Topology,
+        *,
+        node_id: str | None = None,
+        provisioned: bool = False,
+        confirm_timeout: float = 30.0,
+        reconnect_interval: float = 1.0,
+        max_in_flight: int = 1000,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.url = url
+        self.ssl_context = ssl_context
+        self.topology = topology
+        self.node_id = node_id
+        self.provisioned = provisioned
+        self.confirm_timeout = confirm_timeout
+        self.reconnect_interval = reconnect_interval
+        self.max_in_flight = max_in_flight
+        self._connection: aio_pika.RobustConnection | None = None
+        self._publisher: AbstractRobustChannel | None = None
+        self._consumers: set[_AmqpConsumer] = set()
+        self._known_exchanges: set[str] = set()
+        self._exchange_check = asyncio.Lock()
+        self._in_flight: dict[str, asyncio.Future[None]] = {}
+        self._closing = False
+        self._reconnects = 0
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the connection was re-established after a loss."""
+        return self._reconnects
+
+    def _on_reconnect(self, *_: Any) -> None:
+        self._reconnects += 1
+        _log.info("reconnected to the broker", node=self.node_id, reconnects=self._reconnects)
+
+    @property
+    def connected(self) -> bool:
+        conn = self._connection
+        return (
+            conn is not None
+            and not self._closing
+            and not conn.is_closed
+            and conn.connected.is_set()
+            and conn.transport is not None
+        )
+
+    async def start(self) -> None:
+        name = f"exchange {self.node_id or ''}".strip()
+        self._connection = await aio_pika.connect_robust(
+            self.url,
+            client_properties={"connection_name": name},
+            reconnect_interval=self.reconnect_interval,
+            ssl_context=self.ssl_context,
+        )
+        self._connection.reconnect_callbacks.add(self._on_reconnect)
+        self._publisher = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+
+    async def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        await asyncio.gather(*(c.cancel() for c in list(self._consumers)))
+        if self._connection is not None:
+            await self._connection.close()
+        self._connection = self._publisher = None
+
+    # -- declarations ------------------------------------------------------------------------
+    async def declare_node(self, node_id: str) -> None:
+        await self._declare(self.topology.for_node(node_id))
+
+    async def declare_subscription(
+        self, node_id: str, networks: Sequence[str], cases: Sequence[str] | None = None
+    ) -> None:
+        await self._declare(self.topology.for_subscriber(node_id, networks, cases))
+
+    async def _declare(self, decl: Declarations) -> None:
+        passive = self.provisioned
+        async with self._raw_channel() as ch:
+            try:
+                for ex in decl.exchanges:
+                    await ch.exchange_declare(
+                        ex.name, exchange_type=ex.kind.value, durable=True, passive=passive
+                    )
+                for q in decl.queues:
+                    arguments: dict[str, Any] = dict(q.argument_map)
+                    await ch.queue_declare(
+                        q.name, durable=True, arguments=arguments, passive=passive
+                    )
+                for b in decl.bindings if not passive else ():
+                    if b.destination_kind is DestinationKind.EXCHANGE:
+                        await ch.exchange_bind(b.destination, b.source, b.routing_key)
+                    else:
+                        await ch.queue_bind(b.destination, b.source, routing_key=b.routing_key)
+            except aiormq.exceptions.AMQPError as err:
+                raise BusError(f"declaring the topology failed: {err}") from err
+        self._known_exchanges.update(ex.name for ex in decl.exchanges)
+
+    @contextlib.asynccontextmanager
+    async def _raw_channel(self) -> AsyncIterator[aiormq.abc.AbstractChannel]:
+        """A short-lived plain channel for declarations and stream reads (never restored)."""
+        conn = self._connection
+        if conn is None or conn.transport is None or not self.connected:
+            raise BusError("not connected to the broker")
+        channel = await conn.transport.connection.channel()
+        try:
+            yield channel
+        finally:
+            with contextlib.suppress(*_CONNECTION_ERRORS):
+                await channel.close()
+
+    async def _ensure_exchange(self, name: str) -> None:
+        """Check once that an exchange exists, so that a publish to a missing one fails alone
+        instead of closing the shared publishing channel under every other publish."""
+        if name in self._known_exchanges:
+            return
+        async with self._exchange_check:
+            if name in self._known_exchanges:
+                return
+            try:
+                async with self._raw_channel() as ch:
+                    await ch.exchange_declare(name, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity as err:
+                raise PublishError(f"no exchange {name}: {err}") from err
+            except (BusError, *_CONNECTION_ERRORS) as err:
+                raise PublishError(f"cannot check exchange {name}: {err}") from err
+            self._known_exchanges.add(name)
+
+    # -- publishing --------------------------------------------------------------------------
+    async def publish(self, msg: Outgoing) -> None:
+        try:
+            exchange = self.topology.exchange_name(msg.exchange)
+        except KeyError as err:
+            raise PublishError(str(err)) from None
+        await self._send(exchange, msg.routing_key, msg.body, msg.message_id, msg.headers)
+
+    async def publish_many(self, msgs: Sequence[Outgoing]) -> list[PublishError | None]:
+        """All in flight at once, up to `max_in_flight` (then a sliding window of that size)."""
+        results: list[PublishError | None] = [None] * len(msgs)
+        pending = iter(range(len(msgs)))
+
+        async def publisher() -> None:
+            for i in pending:
+                try:
+                    await self.publish(msgs[i])
+                except PublishError as err:
+                    results[i] = err
+
+        await asyncio.gather(*(publisher() for _ in range(min(len(msgs), self.max_in_flight))))
+        return results
+
+    async def _send(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        message_id: str,
+        headers: Mapping[str, Any],
+    ) -> None:
+        if len(routing_key.encode()) > MAX_ROUTING_KEY_BYTES:
+            raise PublishError(f"routing key longer than {MAX_ROUTING_KEY_BYTES} bytes")
+        if not self.connected or self._publisher is None:
+            raise PublishError("not connected to the broker")
+        await self._ensure_exchange(exchange)
+        properties = Basic.Properties(
+            delivery_mode=PERSISTENT, message_id=message_id, headers=dict(headers) or None
+        )
+        # Returns are matched to publishes by message id: one id in flight at a time.
+        while (earlier := self._in_flight.get(message_id)) is not None:
+            await asyncio.wait([earlier])
+        done = asyncio.get_running_loop().create_future()
+        self._in_flight[message_id] = done
+        try:
+            result = await self._confirmed(
+                self._publisher,
+                lambda ch, timeout: ch.basic_publish(
+                    body,
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    properties=properties,
+                    mandatory=True,
+                    timeout=timeout,
+                ),
+            )
+        finally:
+            del self._in_flight[message_id]
+            done.set_result(None)
+        if not isinstance(result, Basic.Ack):
+            raise PublishError(f"not acknowledged by the broker: {result!r}")
+
+    async def _confirmed(
+        self,
+        channel: AbstractRobustChannel,
+        send: Callable[[aiormq.abc.AbstractChannel, float], Awaitable[_T]],
+    ) -> _T:
+        """`send` on the channel's open AMQP channel, within `confirm_timeout` in all."""
+        try:
+            underlay = await channel.get_underlay_channel()
+            if underlay.is_closed:  # being reopened: wait for it, within the same budget
+                start = asyncio.get_running_loop().time()
+                async with asyncio.timeout(self.confirm_timeout):
+                    underlay = await self._open_underlay(channel)
+                remaining = self.confirm_timeout - (asyncio.get_running_loop().time() - start)
+                return await send(underlay, max(remaining, 0.001))
+            return await send(underlay, self.confirm_timeout)
+        except aiormq.exceptions.PublishError as err:
+            raise PublishError(f"unroutable (returned by the broker): {err}") from err
+        except aiormq.exceptions.DeliveryError as err:
+            raise PublishError(f"refused by the broker (nack): {err}") from err
+        except TimeoutError as err:
+            raise PublishError(f"no confirm within {self.confirm_timeout}s") from err
+        except aiormq.exceptions.ChannelAccessRefused as err:
+            raise PublishError(f"refused by the broker: {err}") from err
+        except _CONNECTION_ERRORS as err:
+            raise PublishError(f"channel or connection lost: {err!r}") from err
+
+    @staticmethod
+    async def _open_underlay(channel: AbstractRobustChannel) -> aiormq.abc.AbstractChannel:
+        """The channel's current AMQP channel, waiting while a closed one is being reopened
+        (the broker closes a channel on a refusal such as ACCESS_REFUSED)."""
+        while True:
+            await channel.ready()
+            underlay = await channel.get_underlay_channel()
+            if not underlay.is_closed:
+                return underlay
+            await asyncio.sleep(0.02)
+
+    async def publish_dead_letter(self, queue: str, delivery: Delivery, reason: str | None) -> None:
+        """A DEAD_LETTER verdict: a copy to `<p>.dead` as `<node>.<reason>`, confirmed."""
+        node = self.topology.node_of_queue(queue) or self.node_id
+        if node is None:
+            raise PublishError(f"no node owns {queue}: cannot dead-letter")
+        reason = reason or "unspecified"
+        try:
+            key = self.topology.dead_letter_routing_key(node, reason)
+        except InvalidName as err:
+            raise PublishError(str(err)) from None
+        headers = dead_letter_headers(
+            delivery, reason, self.topology.physical_name(delivery.exchange)
+        )
+        await self._send(
+            self.topology.dead.name, key, delivery.body, delivery.message_id or "", headers
+        )
+
+    # -- consuming ---------------------------------------------------------------------------
+    async def consume(self, queue: str, handler: Handler, *, prefetch: int = 64) -> _AmqpConsumer:
+        validate_prefetch(prefetch)
+        if queue == self.topology.audit_stream_queue:
+            raise ConsumeError(f"{queue} is a stream: use read_audit_stream")
+        try:
+            async with self._raw_channel() as ch:
+                await ch.queue_declare(queue, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity as err:
+            raise ConsumeError(f"no queue {queue}: {err}") from err
+        except aiormq.exceptions.ChannelAccessRefused as err:
+            raise ConsumeError(f"may not consume {queue}: {err}") from err
+        except (BusError, *_CONNECTION_ERRORS) as err:
+            raise ConsumeError(f"cannot consume {queue}: {err}") from err
+        assert self._connection is not None
+        channel = await self._connection.channel(publisher_confirms=False)
+        consumer = _AmqpConsumer(self, queue, handler, channel)
+        try:
+            await channel.set_qos(prefetch_count=prefetch)  # remembered across reopenings
+            await consumer.subscribe()
+        except aiormq.exceptions.AMQPError as err:
+            with contextlib.suppress(*_CONNECTION_ERRORS):
+                await channel.close()
+            raise ConsumeError(f"cannot consume {queue}: {err}") from err
+        channel.reopen_callbacks.add(consumer.resubscribe)
+        self._consumers.add(consumer)
+        return consumer
+
+    def delivery(self, message: DeliveredMessage) -> Delivery:
+        props, frame = message.header.properties, message.delivery
+        if not isinstance(frame, Basic.Deliver):
+            raise BusError(f"not a delivery: {frame!r}")
+        headers = dict(props.headers or {})
+        count = headers.get(DELIVERY_COUNT_HEADER)
+        return Delivery(
+            body=message.body,
+            exchange=self.topology.logical_name(frame.exchange or ""),
+            routing_key=frame.routing_key or "",
+            message_id=props.message_id,
+            headers=headers,
+            redelivered=bool(frame.redelivered),
+            delivery_count=(count if isinstance(count, int) else 0) + 1,
+        )
+
+    async def settle(
+        self,
+        queue: str,
+        channel: aiormq.abc.AbstractChannel,
+        message: DeliveredMessage,
+        delivery: Delivery,
+        verdict: Verdict,
+    ) -> None:
+        """Apply a verdict on the channel the delivery came on."""
+        tag = message.delivery_tag
+        if tag is None:
+            return
+        try:
+            if verdict.disposition is Disposition.ACK:
+                await channel.basic_ack(tag)
+            elif verdict.disposition is Disposition.REQUEUE:
+                await channel.basic_nack(tag, requeue=True)
+            else:
+                try:
+                    await self.publish_dead_letter(queue, delivery, verdict.reason)
+                except PublishError as err:
+                    _log.warning(
+                        "dead-letter failed; requeued",
+                        message_id=delivery.message_id,
+                        error=str(err),
+                    )
+                    await channel.basic_nack(tag, requeue=True)
+                else:
+                    await channel.basic_ack(tag)
+        except _CONNECTION_ERRORS as err:
+            # The channel this delivery came on is gone; the broker redelivers it.
+            _log.info("could not settle delivery", message_id=delivery.message_id, error=repr(err))
+
+    async def read_audit_stream(
+        self, *, offset: str | int = "first", idle_timeout: float = 1.0
+    ) -> AsyncIterator[Delivery]:
+        received: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
+
+        async def on_delivery(message: DeliveredMessage) -> None:
+            received.put_nowait(message)
+
+        if not self.connected:
+            raise ConsumeError("cannot read the audit stream: not connected to the broker")
+        async with self._raw_channel() as ch:
+            try:
+                await ch.basic_qos(prefetch_count=STREAM_PREFETCH)
+                await ch.basic_consume(
+                    self.topology.audit_stream_queue,
+                    on_delivery,
+                    arguments={"x-stream-offset": offset},
+                )
+            except aiormq.exceptions.AMQPError as err:
+                raise ConsumeError(f"cannot read the audit stream: {err}") from err
+            while True:
+                try:
+                    message = await asyncio.wait_for(received.get(), idle_timeout)
+                except TimeoutError:
+                    if ch.is_closed:
+                        raise BusError("the audit stream read was interrupted") from None
+                    return
+                delivery = self.delivery(message)
+                tag = message.delivery_tag
+                if tag is not None:
+                    await ch.basic_ack(tag)
+                yield delivery
+
+
+class _AmqpConsumer:
+    """A consumer on its own robust channel, subscribed again whenever the channel reopens.
+
+    It consumes on the protocol layer (one task per delivery, no per-message wrapper objects)
+    and settles each delivery on the channel it came on.
+    """
+
+    def __init__(
+        self, bus: AmqpBus, queue: str, handler: Handler, channel: AbstractRobustChannel
+    ) -> None:
+        self.bus, self.queue, self.handler, self.channel = bus, queue, handler, channel
+        self.tag = f"xb-{uuid.uuid4().hex}"
+        self._handling: set[asyncio.Task[Any]] = set()
+        self._active = True
+
+    async def subscribe(self) -> None:
+        underlay = await self.channel.get_underlay_channel()
+
+        async def on_message(message: DeliveredMessage) -> None:
+            await self.on_message(underlay, message)
+
+        await underlay.basic_consume(self.queue, on_message, consumer_tag=self.tag)
+
+    async def resubscribe(self, *_: Any) -> None:
+        if not self._active:
+            return
+        try:
+            await self.subscribe()
+            _log.info("consumer restored", queue=self.queue)
+        except Exception:
+            _log.error("could not restore consumer", queue=self.queue, exc_info=True)
+
+    async def on_message(
+        self, channel: aiormq.abc.AbstractChannel, message: DeliveredMessage
+    ) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handling.add(task)
+        try:
+            delivery = self.bus.delivery(message)
+            try:
+                verdict = await self.handler(delivery)
+            except Exception:
+                _log.warning(
+                    "handler failed; requeued", message_id=delivery.message_id, exc_info=True
+                )
+                verdict = REQUEUE
+            await self.bus.settle(self.queue, channel, message, delivery, verdict)
+        finally:
+            if task is not None:
+                self._handling.discard(task)
+
+    async def cancel(self) -> None:
+        """Stop consuming, let deliveries being handled settle, then close the channel."""
+        self._active = False
+        self.bus._consumers.discard(self)
+        self.channel.reopen_callbacks.discard(self.resubscribe)
+        with contextlib.suppress(*_CONNECTION_ERRORS, TimeoutError):
+            underlay = await asyncio.wait_for(self.channel.get_underlay_channel(), 5)
+            await underlay.basic_cancel(self.tag, timeout=5)
+        current = asyncio.current_task()
+        pending = [t for t in self._handling if t is not current]
+        if pending:
+            await asyncio.wait(pending, timeout=self.bus.confirm_timeout)
+        with contextlib.suppress(*_CONNECTION_ERRORS):
+            await self.channel.close()
+
+
+async def delete_topology(url: str, topology: Topology, nodes: Sequence[str]) -> None:
+    """Best effort: remove the queues and exchanges a run made under `topology`'s prefix
+    (the demo and benchmarks share a broker with others and leave nothing behind)."""
+    with contextlib.suppress(Exception):
+        connection = await aio_pika.connect(url)
+        async with connection:
+            channel = await connection.channel()
+            queues = [topology.audit_stream_queue]
+            for node in nodes:
+                queues += [
+                    topology.inbox_queue(node),
+                    topology.dead_queue(node),
+                    topology.subscription_queue(node),
+                ]
+            for name in queues:
+                with contextlib.suppress(Exception):
+                    await channel.queue_delete(name)
+            for spec in topology.exchanges():
+                with contextlib.suppress(Exception):
+                    await channel.exchange_delete(spec.name)

@@ -1,0 +1,311 @@
+"""Three nodes end to end, on the real RabbitMQ and on the in-memory bus alike.
+
+Every message type of the scenario is delivered with a signed receipt that verifies;
+a revoked sender is refused with `cert.revoked`, answered with a negative receipt and
+dead-lettered; a tampered copy is refused; a redelivered message lands once; overdue
+requests are tracked on both sides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exchange.audit import merkle
+from exchange.audit.checkpoints import Checkpoint, check_checkpoint
+from exchange.crypto.pki import load_crl, revoke_node
+from exchange.crypto.signing import encode_envelope
+from exchange.demo.runner import (
+    CASE,
+    NODES,
+    PROSECUTOR_NETWORK,
+    DemoNetwork,
+    DemoResult,
+    _trust_store,
+    follow_case,
+    free_base_port,
+    load_payload,
+    open_case,
+    play,
+    replay_audit_stream,
+    tampering,
+    verify_audit_logs,
+)
+from exchange.gateway import keys
+from exchange.model.common import utc_now
+from exchange.network import init_network_dir
+from exchange.transport.bus import ACK, Delivery, Outgoing, Verdict
+from exchange.transport.memory import MemoryBus
+from exchange.transport.topology import Topology
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["memory", "amqp"])
+async def network(
+    request: pytest.FixtureRequest, tmp_path: Path, prefix: str
+) -> AsyncIterator[DemoNetwork]:
+    kind = request.param
+    url = request.getfixturevalue("amqp_url") if kind == "amqp" else "amqp://unused/"
+    layout = init_network_dir(
+        tmp_path / "net",
+        NODES,
+        amqp_url=url,
+        base_port=free_base_port(len(NODES)),
+        bus=kind,
+        prefix=prefix,
+        networks={PROSECUTOR_NETWORK: NODES},
+    )
+    shared = MemoryBus(Topology(prefix)) if kind == "memory" else None
+    net = DemoNetwork(layout, shared)
+    await net.start()
+    try:
+        yield net
+    finally:
+        await net.stop()
+
+
+async def _deliver(network: DemoNetwork, sender: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST a message (202) and wait until every recipient's receipt says delivered."""
+    status, sent = await network.call(sender, "POST", "/v1/messages", body)
+    assert status == 202, sent
+    assert (await network.wait_settled(sender, sent["id"]))["status"] == "delivered"
+    return sent
+
+
+def _send_body(
+    type_: str, recipients: list[str], payload_file: str, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "type": type_,
+        "recipients": recipients,
+        "case": CASE,
+        "priority": extra.pop("priority", "normal"),
+        "handling": {"tlp": "AMBER", "code": "H2"},
+        "payload": load_payload(payload_file),
+        **extra,
+    }
+
+
+async def test_every_step_of_the_case_is_delivered_with_verified_receipts(
+    network: DemoNetwork,
+) -> None:
+    result = DemoResult("test", network.layout.directory)
+    lines: list[str] = []
+    await open_case(network, result, lines.append)
+    await play(network, result, lines.append)
+    await follow_case(network, result, lines.append)
+    forged = await tampering(network, result, lines.append)
+    verify_audit_logs(network, result, lines.append)
+    await replay_audit_stream(network, result, lines.append, forged)
+    failed = [name for name, ok in result.checks if not ok]
+    assert not failed, "\n".join(lines)
+    # case opened, 5 steps, 6 recipients in all: delivered + receipt + inbox checks, the
+    # subscriber's case updates, tamper, 3 audits, the audit stream
+    assert len(result.checks) == 1 + 5 + 2 * 6 + 1 + 1 + 3 + 1
+
+
+async def test_an_auditor_checks_inclusion_and_consistency_over_http(
+    network: DemoNetwork,
+) -> None:
+    await _deliver(
+        network,
+        "AL-ARO",
+        _send_body("asset-inquiry", ["RS-PPO"], "01-asset-inquiry.json"),
+    )
+    status, first = await network.call("AL-ARO", "GET", "/v1/audit/checkpoint", role="auditor")
+    assert status == 200
+    trust = _trust_store(network.layout)
+    checkpoint = Checkpoint.from_dict(first)
+    check_checkpoint(checkpoint, trust)  # signed by AL-ARO's certificate
+    # a contact point may not audit
+    status, problem = await network.call("AL-ARO", "GET", "/v1/audit/checkpoint")
+    assert (status, problem["code"]) == (403, "auth.forbidden")
+    status, page = await network.call(
+        "AL-ARO", "GET", f"/v1/audit/entries?from=0&limit={checkpoint.size}", role="auditor"
+    )
+    assert status == 200 and len(page["items"]) == checkpoint.size
+    leaves = [merkle.leaf_hash(base64.b64decode(i["body"])) for i in page["items"]]
+    root = bytes.fromhex(checkpoint.root)
+    assert merkle.root(leaves) == root
+    for index in (0, checkpoint.size - 1):
+        status, proof = await network.call(
+            "AL-ARO",
+            "GET",
+            f"/v1/audit/proof/inclusion?index={index}&size={checkpoint.size}",
+            role="auditor",
+        )
+        assert status == 200
+        path = [bytes.fromhex(h) for h in proof["path"]]
+        assert merkle.verify_inclusion(index, checkpoint.size, leaves[index], path, root)
+    # more happens; the new checkpoint must extend the old one
+    status, again = await network.call(
+        "AL-ARO",
+        "POST",
+        "/v1/messages",
+        _send_body("asset-inquiry", ["RS-PPO"], "01-asset-inquiry.json"),
+    )
+    assert (await network.wait_settled("AL-ARO", again["id"]))["status"] == "delivered"
+    status, second = await network.call("AL-ARO", "GET", "/v1/audit/checkpoint", role="auditor")
+    later = Checkpoint.from_dict(second)
+    assert later.size > checkpoint.size
+    status, proof = await network.call(
+        "AL-ARO",
+        "GET",
+        f"/v1/audit/proof/consistency?from={checkpoint.size}&to={later.size}",
+        role="auditor",
+    )
+    assert status == 200
+    assert merkle.verify_consistency(
+        checkpoint.size,
+        later.size,
+        [bytes.fromhex(h) for h in proof["path"]],
+        root,
+        bytes.fromhex(later.root),
+    )
+    status, problem = await network.call(
+        "AL-ARO", "GET", "/v1/audit/proof/inclusion?index=999999", role="auditor"
+    )
+    assert (status, problem["code"]) == (400, "request.bad_parameter")
+
+
+async def test_case_view_and_in_reply_to_correlation(network: DemoNetwork) -> None:
+    sent = await _deliver(
+        network,
+        "AL-ARO",
+        _send_body("asset-inquiry", ["RS-PPO"], "01-asset-inquiry.json", priority="urgent"),
+    )
+    answer = await _deliver(
+        network,
+        "RS-PPO",
+        _send_body(
+            "asset-inquiry-response",
+            ["AL-ARO"],
+            "02-asset-inquiry-response.json",
+            in_reply_to=sent["id"],
+        ),
+    )
+    status, case = await network.call("AL-ARO", "GET", f"/v1/cases/{CASE}")
+    assert status == 200
+    by_id = {m["id"]: m for m in case["messages"]}
+    assert by_id[sent["id"]]["direction"] == "out"
+    assert by_id[answer["id"]]["direction"] == "in"
+    assert by_id[answer["id"]]["in_reply_to"] == sent["id"]
+
+
+async def test_overdue_requests_are_tracked_on_both_sides(network: DemoNetwork) -> None:
+    sent = await _deliver(
+        network,
+        "AL-ARO",
+        _send_body("asset-inquiry", ["RS-PPO"], "01-asset-inquiry.json", priority="urgent"),
+    )
+    later = utc_now() + timedelta(days=8)
+    al_store = network.apps["AL-ARO"][keys.STORE]
+    rs_store = network.apps["RS-PPO"][keys.STORE]
+    assert [str(i.message_id) for i in (await al_store.overdue(later)).owed_to_us] == [sent["id"]]
+    assert [str(i.message_id) for i in (await rs_store.overdue(later)).we_owe] == [sent["id"]]
+    assert not (await al_store.overdue(utc_now())).owed_to_us  # not yet due
+    await _deliver(
+        network,
+        "RS-PPO",
+        _send_body(
+            "asset-inquiry-response",
+            ["AL-ARO"],
+            "02-asset-inquiry-response.json",
+            in_reply_to=sent["id"],
+        ),
+    )
+    assert not (await al_store.overdue(later)).owed_to_us
+    assert not (await rs_store.overdue(later)).we_owe
+
+
+async def test_a_revoked_sender_is_refused_answered_and_dead_lettered(
+    network: DemoNetwork,
+) -> None:
+    pki = network.layout.directory / "pki"
+    revoke_node(pki, "MD-ARO")
+    crl = load_crl(pki / "crl.pem")
+    for app in network.apps.values():
+        app[keys.TRUST].set_crl(crl)
+    status, sent = await network.call(
+        "MD-ARO",
+        "POST",
+        "/v1/messages",
+        _send_body("extradition-support", ["RS-PPO"], "05-extradition-support.json"),
+    )
+    assert status == 202
+    view = await network.wait_settled("MD-ARO", sent["id"])
+    assert view["status"] == "rejected"
+    assert view["reason"] == "cert.revoked"
+    receipt = view["deliveries"][0]["receipt"]
+    assert receipt["outcome"] == "rejected" and receipt["reason"] == "cert.revoked"
+    assert receipt["envelope"]["header"]["sender"] == "RS-PPO"
+    # nothing in the recipient's inbox; the refusal is audited; the copy is dead-lettered
+    status, _ = await network.call("RS-PPO", "GET", f"/v1/inbox/{sent['id']}")
+    assert status == 404
+    entries = await network.apps["RS-PPO"][keys.AUDIT].entries(0, 1000)
+    refusals = [e for e in entries if e.event == "rejected" and str(e.message_id) == sent["id"]]
+    assert [e.code for e in refusals] == ["cert.revoked"]
+    dead = await _drain(network, network.apps["RS-PPO"][keys.BUS], "RS-PPO")
+    assert [d.headers.get("x-xb-reason") for d in dead] == ["cert.revoked"]
+
+
+async def test_a_redelivered_message_lands_once(network: DemoNetwork) -> None:
+    status, sent = await network.call(
+        "AL-ARO",
+        "POST",
+        "/v1/messages",
+        _send_body("asset-inquiry", ["RS-PPO"], "01-asset-inquiry.json"),
+    )
+    assert status == 202
+    view = await network.wait_settled("AL-ARO", sent["id"])
+    assert view["status"] == "delivered"
+    bus = network.apps["AL-ARO"][keys.BUS]
+    assert bus is not None
+    # the publisher crashed before it recorded the confirm: the same bytes go out again
+    await bus.publish(
+        Outgoing(
+            "messages",
+            bus.topology.routing_key("RS-PPO", "asset-inquiry", "AL-ARO"),
+            encode_envelope(view["envelope"]),
+            message_id=f"{sent['id']}-again",
+        )
+    )
+    rs_audit = network.apps["RS-PPO"][keys.AUDIT]
+    for _ in range(200):
+        entries = await rs_audit.entries(0, 1000)
+        receipts = [
+            e for e in entries if e.event == "receipt-sent" and str(e.message_id) == sent["id"]
+        ]
+        if len(receipts) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert len(receipts) == 2  # answered again ...
+    stored = [e for e in entries if e.event == "stored" and str(e.message_id) == sent["id"]]
+    assert len(stored) == 1  # ... but stored once
+    status, page = await network.call("RS-PPO", "GET", "/v1/inbox?after=0&limit=100")
+    assert [i["id"] for i in page["items"]].count(sent["id"]) == 1
+
+
+async def _drain(network: DemoNetwork, bus: Any, node: str) -> list[Delivery]:
+    """Read what sits in the node's dead-letter queue, waiting briefly for it to arrive."""
+    got: list[Delivery] = []
+
+    async def handler(delivery: Delivery) -> Verdict:
+        got.append(delivery)
+        return ACK
+
+    handle = await bus.consume(bus.topology.dead_queue(node), handler, prefetch=10)
+    for _ in range(100):
+        if got:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
+    await handle.cancel()
+    return got

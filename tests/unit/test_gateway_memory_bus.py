@@ -1,0 +1,108 @@
+"""Two gateways wired to one in-memory broker: what a contact point sees end to end.
+
+`create_app(config, bus=...)` starts the relay on a bus the caller owns; the message goes
+from AL-ARO's outbox to RS-PPO's inbox and the signed receipt comes back as `delivered`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from exchange.gateway.app import create_app
+from exchange.network import NetworkLayout, init_network_dir
+from exchange.transport.memory import MemoryBroker, MemoryBus
+from exchange.transport.topology import Topology
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
+
+Clients = dict[str, TestClient[web.Request, web.Application]]
+
+
+@pytest.fixture
+async def nodes(tmp_path: Path) -> AsyncIterator[tuple[NetworkLayout, Clients]]:
+    network = init_network_dir(tmp_path / "net", ["AL-ARO", "RS-PPO"], bus="memory")
+    topology = Topology(prefix="xb")
+    broker = MemoryBroker(topology)
+    clients: Clients = {}
+    buses = []
+    try:
+        for node in network.nodes:
+            bus = MemoryBus(topology, broker=broker, node_id=node)
+            await bus.start()
+            buses.append(bus)
+            app = create_app(network.config(node, environ={}), bus=bus)
+            client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
+            await client.start_server()
+            clients[node] = client
+        yield network, clients
+    finally:
+        for client in clients.values():
+            await client.close()
+        for bus in buses:
+            await bus.close()
+
+
+def headers(network: NetworkLayout, node: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {network.nodes[node].token('contact-point')}"}
+
+
+async def wait_for_status(
+    client: TestClient[web.Request, web.Application], path: str, auth: dict[str, str], want: str
+) -> dict[str, Any]:
+    for _ in range(200):
+        view: dict[str, Any] = await (await client.get(path, headers=auth)).json()
+        if view["status"] == want:
+            return view
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{path} stayed {view['status']}, never {want}")
+
+
+async def test_a_message_is_delivered_and_its_receipt_comes_back(
+    nodes: tuple[NetworkLayout, Clients],
+) -> None:
+    network, clients = nodes
+    for client in clients.values():
+        assert (await client.get("/readyz")).status == 200
+    payload = json.loads(
+        sorted((EXAMPLES / "asset-inquiry" / "valid").glob("*.json"))[0].read_text()
+    )
+    body = {
+        "type": "asset-inquiry",
+        "recipients": ["RS-PPO"],
+        "case": "AL-2026-0042",
+        "priority": "urgent",
+        "handling": {"tlp": "AMBER", "code": "H2"},
+        "payload": payload,
+    }
+    sender = headers(network, "AL-ARO")
+    response = await clients["AL-ARO"].post("/v1/messages", json=body, headers=sender)
+    assert response.status == 202
+    message_id = (await response.json())["id"]
+
+    view = await wait_for_status(
+        clients["AL-ARO"], f"/v1/messages/{message_id}", sender, "delivered"
+    )
+    (delivery,) = view["deliveries"]
+    assert delivery["state"] == "delivered"
+    assert delivery["receipt"]["outcome"] == "accepted"
+    assert delivery["receipt"]["envelope"]["header"]["sender"] == "RS-PPO"
+
+    inbox = await (
+        await clients["RS-PPO"].get("/v1/inbox", headers=headers(network, "RS-PPO"))
+    ).json()
+    (item,) = inbox["items"]
+    assert item["id"] == message_id and item["sender"] == "AL-ARO"
+    assert item["digest"] == view["digest"]
+    assert item["respond_by"] is not None
+
+    metrics = await (await clients["AL-ARO"].get("/metrics")).text()
+    assert 'outcome="delivered"} 1' in metrics
+    assert "xb_outbox_depth 0" in metrics

@@ -1,0 +1,151 @@
+"""Prosecutor networks in a node's configuration and in `exchange network init`; webhook
+signatures as a receiver checks them; SSE frames on the wire."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from exchange.cli import main
+from exchange.config import NodeConfig
+from exchange.errors import ConfigError, ExchangeError
+from exchange.network import NetworkLayout, init_network_dir
+from exchange.subscriptions import sse, webhooks
+
+NODES = ["AL-ARO", "RS-PPO", "MD-ARO", "KZ-ARC"]
+
+
+def test_network_init_writes_each_network_into_its_members_configs_only(tmp_path: Path) -> None:
+    layout = init_network_dir(
+        tmp_path / "net", NODES, networks={"see-pcn": ["AL-ARO", "RS-PPO", "MD-ARO"]}
+    )
+    assert NetworkLayout.load(layout.directory) == layout
+    assert layout.networks == {"see-pcn": ("AL-ARO", "RS-PPO", "MD-ARO")}
+    al = layout.config("AL-ARO", environ={})
+    (pcn,) = al.member_networks()
+    assert (pcn.name, pcn.members) == ("see-pcn", ("AL-ARO", "RS-PPO", "MD-ARO"))
+    assert pcn.auto_updates.enabled and pcn.cases is None and len(pcn.events) == 15
+    assert layout.config("KZ-ARC", environ={}).networks == ()
+
+
+def test_the_cli_takes_prosecutor_networks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["network", "init", str(tmp_path / "n"), "--nodes", "AL-ARO,RS-PPO,MD-ARO",
+         "--prosecutor-network", "see-pcn=AL-ARO,RS-PPO", "--base-port", "8301"]
+    )  # fmt: skip
+    assert code == 0
+    assert "prosecutor network see-pcn: AL-ARO, RS-PPO" in capsys.readouterr().out
+    assert main(["network", "init", str(tmp_path / "m"), "--nodes", "AL-ARO,RS-PPO",
+                 "--prosecutor-network", "see-pcn"]) == 2  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("networks", "message"),
+    [
+        ({"see-pcn": ["AL-ARO"]}, "two or more"),
+        ({"see-pcn": ["AL-ARO", "XX-NONE"]}, "not nodes of this network"),
+        ({"See PCN": ["AL-ARO", "RS-PPO"]}, "not a network name"),
+    ],
+)
+def test_network_init_refuses_bad_networks(
+    tmp_path: Path, networks: dict[str, list[str]], message: str
+) -> None:
+    with pytest.raises(ExchangeError, match=message):
+        init_network_dir(tmp_path, NODES, networks=networks)
+
+
+def write_config(tmp_path: Path, networks: str) -> Path:
+    path = tmp_path / "node.toml"
+    path.write_text(
+        'node_id = "AL-ARO"\nnetwork = "see-arn"\ndata_dir = "data"\nkey_path = "k"\n'
+        'cert_path = "c"\nca_path = "ca"\ncerts_dir = "."\n'
+        'nodes = ["AL-ARO", "RS-PPO", "MD-ARO"]\n' + networks
+    )
+    return path
+
+
+def test_webhooks_load_with_their_secret_path_relative_to_the_file(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        '[[networks]]\nname = "see-pcn"\nmembers = ["AL-ARO", "RS-PPO"]\ncases = ["C-1"]\n'
+        '[networks.auto_updates]\nfollow = "all"\n'
+        '[[networks.webhooks]]\nurl = "https://hooks.example/x"\nsecret_path = "hook.secret"\n'
+        "max_tries = 3\n",
+    )
+    config = NodeConfig.load(path, environ={})
+    (hook,) = config.networks[0].webhooks
+    assert hook.secret_path == tmp_path / "hook.secret"
+    assert hook.max_tries == 3 and config.networks[0].cases == ("C-1",)
+    assert config.networks[0].auto_updates.follow == "all"
+    assert config.subscriptions_path == tmp_path / "data" / "subscriptions.sqlite3"
+
+
+@pytest.mark.parametrize(
+    ("networks", "field"),
+    [
+        ('[[networks]]\nname = "see-pcn"\nmembers = ["AL-ARO", "KZ-ARC"]\n', "not in nodes"),
+        ('[[networks]]\nname = "see-pcn"\nmembers = ["AL-ARO", "AL-ARO"]\n', "must not repeat"),
+        (
+            '[[networks]]\nname = "x"\nmembers = ["AL-ARO", "RS-PPO"]\n'
+            '[[networks]]\nname = "x"\nmembers = ["AL-ARO", "RS-PPO"]\n',
+            "network names must not repeat",
+        ),
+        ('[[networks]]\nname = "x"\nmembers = ["AL-ARO", "RS-PPO"]\nevents = ["x"]\n', "events"),
+        (
+            '[[networks]]\nname = "x"\nmembers = ["AL-ARO", "RS-PPO"]\n'
+            '[[networks.webhooks]]\nurl = "ftp://x"\nsecret_path = "s"\n',
+            "url",
+        ),
+    ],
+)
+def test_bad_networks_are_refused_naming_the_problem(
+    tmp_path: Path, networks: str, field: str
+) -> None:
+    with pytest.raises(ConfigError, match=field):
+        NodeConfig.load(write_config(tmp_path, networks), environ={})
+
+
+def test_a_webhook_signature_verifies_only_for_its_body_secret_and_time() -> None:
+    secret = b"s" * 32
+    body = b'{"id":"1"}'
+    stamp = str(int(time.time()))
+    headers = {
+        webhooks.TIMESTAMP_HEADER: stamp,
+        webhooks.SIGNATURE_HEADER: webhooks.signature(secret, stamp, body),
+    }
+    assert headers[webhooks.SIGNATURE_HEADER].startswith("sha256=")
+    assert webhooks.verify_signature(secret, body, headers)
+    assert not webhooks.verify_signature(secret, body + b" ", headers)  # altered body
+    assert not webhooks.verify_signature(b"t" * 32, body, headers)  # another secret
+    assert not webhooks.verify_signature(secret, body, headers, now=time.time() + 3600)  # replay
+    assert not webhooks.verify_signature(secret, body, {**headers, webhooks.TIMESTAMP_HEADER: "x"})
+
+
+def test_a_weak_or_missing_webhook_secret_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        webhooks.read_secret(tmp_path / "missing")
+    (tmp_path / "short").write_bytes(b"short\n")
+    with pytest.raises(ConfigError, match="shorter than 16"):
+        webhooks.read_secret(tmp_path / "short")
+    (tmp_path / "ok").write_bytes(b"0123456789abcdef0123\n")
+    assert webhooks.read_secret(tmp_path / "ok") == b"0123456789abcdef0123"
+
+
+async def test_sse_frames_round_trip_through_the_parser() -> None:
+    async def lines():  # type: ignore[no-untyped-def]
+        wire = sse.retry_frame(2000) + sse.HEARTBEAT + sse.frame(7, b'{"a":1}')
+        wire += sse.frame(8, b'{"b":2}')
+        for line in wire.splitlines(keepends=True):
+            yield line
+
+    events = [e async for e in sse.parse_events(lines())]
+    assert [(e.id, e.event, e.data) for e in events] == [
+        ("7", "case-update", '{"a":1}'),
+        ("8", "case-update", '{"b":2}'),
+    ]
+    with pytest.raises(ValueError, match="single line"):
+        sse.frame(1, b"a\nb")
