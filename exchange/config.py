@@ -93,7 +93,10 @@ class WebhookConfig(_Section):
     """A URL that receives each case update of the network as a signed POST (HMAC-SHA256)."""
 
     url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2000)
-    secret_path: Path = Field(description="A file holding the shared HMAC secret (>= 16 bytes).")
+    secret_path: Path = Field(
+        description="A text file holding the shared HMAC secret (>= 16 bytes once surrounding"
+        " whitespace is removed, e.g. the output of `openssl rand -hex 32`)."
+    )
     max_tries: int = Field(default=8, ge=1, le=100)
     retry_min_seconds: float = Field(default=1.0, gt=0, le=3600)
     retry_max_seconds: float = Field(default=300.0, gt=0, le=86_400)

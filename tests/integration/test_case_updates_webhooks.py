@@ -63,7 +63,9 @@ class Target:
 
 @pytest.fixture
 async def target() -> AsyncIterator[tuple[Target, TestServer]]:
-    receiver = Target(secrets.token_bytes(32))
+    # secrets are text files (the gateway strips surrounding whitespace, as a trailing
+    # newline would otherwise become part of the key), so random *bytes* would be wrong here
+    receiver = Target(secrets.token_hex(32).encode())
     app = web.Application()
     app.router.add_post("/hooks/{name}", receiver.handle)
     server = TestServer(app)
@@ -92,7 +94,7 @@ async def net(
         networks={NETWORK: MEMBERS},
     )
     (layout.directory / "hook.secret").write_bytes(receiver.secret)
-    (layout.directory / "wrong.secret").write_bytes(secrets.token_bytes(32))
+    (layout.directory / "wrong.secret").write_bytes(secrets.token_hex(32).encode())
     hooks = [("ok", "hook.secret", 3), ("flaky", "hook.secret", 5), ("down", "hook.secret", 3)]
     hooks.append(("ok?as=impostor", "wrong.secret", 2))  # a secret the receiver does not hold
     config = layout.nodes["RS-PPO"].config_path
