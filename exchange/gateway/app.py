@@ -9,10 +9,13 @@ certificate, trust store), the message store, the audit log, the bus, the case u
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
+from aiormq.exceptions import ProbableAuthenticationError
 
 from exchange.audit.checkpoints import Checkpoint, CheckpointPolicy
 from exchange.audit.log import AuditLog
@@ -151,10 +154,12 @@ def _bus_ctx(
             yield
             return
         bus = await asyncio.to_thread(build_bus, app[keys.CONFIG])
-        await bus.start()
         app[keys.BUS] = bus
-        yield
-        await bus.close()
+        app[_OWN_BUS] = True
+        try:
+            yield
+        finally:
+            await bus.close()
 
     return ctx
 
@@ -168,14 +173,13 @@ async def _case_updates_ctx(app: web.Application) -> AsyncIterator[None]:
         audit=app[keys.AUDIT],
         topology=bus.topology if bus is not None else None,
     )
-    try:
-        await service.start(bus, app[keys.STORE] if bus is not None else None)
-    except BaseException:
-        await service.close()
-        raise
     app[CASE_UPDATES] = service
-    yield
-    await service.close()
+    try:
+        if bus is None:
+            await service.start(None, None)  # webhooks only; started with the bus otherwise
+        yield
+    finally:
+        await service.close()
 
 
 async def _end_streams(app: web.Application) -> None:
@@ -201,13 +205,60 @@ def _relay_ctx(start_relay: bool) -> Callable[[web.Application], AsyncIterator[N
             audit=app[keys.AUDIT],
             metrics=app[keys.METRICS],
         )
-        await relay.start()
         app[keys.RELAY] = relay
-        _log.info("node.started", node=app[keys.CONFIG].node_id)
-        yield
-        await relay.stop()
+        starter: asyncio.Task[None] | None = None
+        try:
+            if not await _connect_and_start(app, bus, relay, first=True):
+                # The broker is unreachable: serve HTTP now (the outbox accepts, /readyz
+                # says 503) and connect in the background; the outbox drains once it is up.
+                starter = asyncio.create_task(_keep_connecting(app, bus, relay), name="connect")
+            yield
+        finally:
+            if starter is not None:
+                starter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starter
+            await relay.stop()
 
     return ctx
+
+
+_OWN_BUS = web.AppKey("own_bus", bool)
+FIRST_RETRY_SECONDS = 0.5
+MAX_RETRY_SECONDS = 5.0
+
+
+async def _connect_and_start(app: web.Application, bus: Bus, relay: Relay, *, first: bool) -> bool:
+    """Connect the bus (when the app owns it), then start the case updates and the relay.
+    True once running; False when the broker cannot be reached (try again later). The first
+    attempt raises what a retry cannot fix: refused credentials or certificates."""
+    node = app[keys.CONFIG].node_id
+    service = app[CASE_UPDATES]
+    try:
+        if app.get(_OWN_BUS, False) and not bus.connected:
+            await bus.start()
+        await service.start(bus, app[keys.STORE])
+        await relay.start()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        if first and isinstance(exc, (ssl.SSLError, ProbableAuthenticationError)):
+            raise
+        _log.warning("node.broker_unavailable", node=node, error=f"{type(exc).__name__}: {exc}")
+        await service.halt()
+        await relay.stop()
+        return False
+    _log.info("node.started", node=node)
+    return True
+
+
+async def _keep_connecting(app: web.Application, bus: Bus, relay: Relay) -> None:
+    delay = FIRST_RETRY_SECONDS
+    while True:
+        await asyncio.sleep(delay)
+        if await _connect_and_start(app, bus, relay, first=False):
+            return
+        delay = min(delay * 2, MAX_RETRY_SECONDS)
 
 
 def create_app(

@@ -105,6 +105,7 @@ class Relay:
     # -- life cycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._stopping = False
         await self.recover_audit()
         await self._bus.declare_node(self.node_id)
         self._consumer = await self._bus.consume(

@@ -156,6 +156,11 @@ class CaseUpdates:
     async def stop(self) -> None:
         """Stop consuming and publishing; end every SSE stream."""
         self.feed.close()
+        await self.halt()
+
+    async def halt(self) -> None:
+        """Stop consuming, publishing and delivering webhooks; SSE readers stay (`start`
+        may be called again, e.g. when the broker could not be reached)."""
         if self._consumer is not None:
             await self._consumer.cancel()
             self._consumer = None

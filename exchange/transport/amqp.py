@@ -118,9 +118,14 @@ class AmqpBus:
             ssl_context=self.ssl_context,
         )
         self._connection.reconnect_callbacks.add(self._on_reconnect)
-        self._publisher = await self._connection.channel(
-            publisher_confirms=True, on_return_raises=True
-        )
+        try:
+            self._publisher = await self._connection.channel(
+                publisher_confirms=True, on_return_raises=True
+            )
+        except BaseException:  # half a start: let a later `start` begin from scratch
+            connection, self._connection = self._connection, None
+            await connection.close()
+            raise
 
     async def close(self) -> None:
         if self._closing:
