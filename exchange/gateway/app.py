@@ -27,6 +27,7 @@ from exchange.gateway import keys
 from exchange.gateway.auth import Authenticator
 from exchange.gateway.metrics import Metrics
 from exchange.gateway.problems import problem_middleware
+from exchange.gateway.recovery import recover_accepted
 from exchange.gateway.relay import Relay
 from exchange.gateway.route_spec import Route, RouteHandler
 from exchange.gateway.routes import ROUTES
@@ -140,8 +141,11 @@ async def _audit_ctx(app: web.Application) -> AsyncIterator[None]:
         on_checkpoint=publish_checkpoint,
     )
     app[keys.AUDIT] = audit
-    yield
-    await audit.close()
+    try:
+        await recover_accepted(config, app[keys.STORE], audit)
+        yield
+    finally:
+        await audit.close()
 
 
 def _bus_ctx(

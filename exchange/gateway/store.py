@@ -19,11 +19,13 @@ from uuid import UUID
 from exchange.gateway import store_sql as sql
 from exchange.gateway.records import (
     CaseMessage,
+    InboxArrival,
     InboxRecord,
     MessageRecord,
     OutboxItem,
     OutgoingRecord,
     OverdueReport,
+    ReceiptOutcome,
 )
 from exchange.gateway.sqlite_thread import SqliteThread
 from exchange.gateway.store_sql import MessageStatus
@@ -175,17 +177,39 @@ class MessageStore:
             row = conn.execute("SELECT recipients FROM messages WHERE id = ?", (mid,)).fetchone()
             if row is None or from_node not in json.loads(row[0]):
                 return None
-            conn.execute(
-                "INSERT OR IGNORE INTO receipts (message_id, from_node, outcome, reason, detail, "
-                "received_at, envelope) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (mid, from_node, outcome, reason, detail, at, envelope),
+            return sql.insert_receipt(conn, mid, from_node, outcome, reason, detail, at, envelope)
+
+        return await self._db.call(run)
+
+    async def record_receipt_checked(
+        self,
+        message_id: UUID,
+        from_node: str,
+        digest: str,
+        outcome: str,
+        reason: str | None,
+        detail: str | None,
+        received_at: datetime,
+        envelope: bytes,
+    ) -> ReceiptOutcome:
+        """`record_receipt` for a receipt naming `digest`, checked in the same transaction:
+        refused with "recipient.mismatch" when the message is unknown or `from_node` is not
+        one of its recipients, with "receipt.mismatch" when `digest` is not the digest of
+        what was sent. Nothing is recorded for a refused receipt."""
+        mid, at = str(message_id), sql.ts(received_at)
+
+        def run(conn: sqlite3.Connection) -> ReceiptOutcome:
+            row = conn.execute(
+                "SELECT recipients, digest, type, created_at FROM messages WHERE id = ?", (mid,)
+            ).fetchone()
+            if row is None or from_node not in json.loads(row[0]):
+                return ReceiptOutcome("recipient.mismatch")
+            if row[1] != digest:
+                return ReceiptOutcome("receipt.mismatch")
+            status = sql.insert_receipt(
+                conn, mid, from_node, outcome, reason, detail, at, envelope
             )
-            conn.execute(
-                "UPDATE outbox SET confirmed_at = ? "
-                "WHERE message_id = ? AND recipient = ? AND confirmed_at IS NULL",
-                (at, mid, from_node),
-            )
-            return sql.refresh_status(conn, mid, at)
+            return ReceiptOutcome(None, status, row[2], sql.at(row[3]))
 
         return await self._db.call(run)
 
@@ -236,6 +260,34 @@ class MessageStore:
 
         await self._db.call(run)
 
+    async def inbox_receive(
+        self,
+        message_id: UUID,
+        type: str,
+        case: str,
+        sender: str,
+        in_reply_to: UUID | None,
+        digest: str,
+        envelope: bytes,
+        received_at: datetime,
+        respond_by: datetime | None,
+    ) -> InboxArrival:
+        """Store a verified incoming message unless its id is already stored, and say which
+        (with the stored copy's digest and audit flag): `inbox_state` and `inbox_store`
+        in one transaction."""
+        values = sql.inbox_values(
+            message_id, type, case, sender, in_reply_to, digest, envelope, received_at, respond_by
+        )
+
+        def run(conn: sqlite3.Connection) -> InboxArrival:
+            new = conn.execute(sql.INSERT_INBOX, values).rowcount == 1
+            cursor, stored, audited = conn.execute(
+                "SELECT cursor, digest, audited FROM inbox WHERE id = ?", (values[0],)
+            ).fetchone()
+            return InboxArrival(int(cursor), str(stored), bool(audited), new)
+
+        return await self._db.call(run)
+
     async def inbox_store(
         self,
         message_id: UUID,
@@ -249,26 +301,15 @@ class MessageStore:
         respond_by: datetime | None,
     ) -> int:
         """Store a verified incoming message once; return its cursor (the same on a repeat)."""
-        mid = str(message_id)
-        values = (
-            mid,
-            type,
-            case,
-            sender,
-            None if in_reply_to is None else str(in_reply_to),
-            digest,
-            envelope,
-            sql.ts(received_at),
-            None if respond_by is None else sql.ts(respond_by),
+        values = sql.inbox_values(
+            message_id, type, case, sender, in_reply_to, digest, envelope, received_at, respond_by
         )
 
         def run(conn: sqlite3.Connection) -> int:
-            conn.execute(
-                'INSERT OR IGNORE INTO inbox (id, type, "case", sender, in_reply_to, digest, '
-                "envelope, received_at, respond_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                values,
-            )
-            (cursor,) = conn.execute("SELECT cursor FROM inbox WHERE id = ?", (mid,)).fetchone()
+            conn.execute(sql.INSERT_INBOX, values)
+            (cursor,) = conn.execute(
+                "SELECT cursor FROM inbox WHERE id = ?", (values[0],)
+            ).fetchone()
             return int(cursor)
 
         return await self._db.call(run)
@@ -296,6 +337,21 @@ class MessageStore:
         A reply counts once it exists, except an outgoing reply that was rejected or failed.
         """
         return await self._db.call(lambda conn: sql.select_overdue(conn, sql.ts(now)))
+
+    async def recent_outgoing(self, limit: int) -> list[MessageRecord]:
+        """The last `limit` messages this node accepted, newest first (for completing the
+        audit record after a crash)."""
+
+        def run(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute("SELECT id FROM messages ORDER BY rowid DESC LIMIT ?", (limit,))
+            return [str(row[0]) for row in rows]
+
+        out = []
+        for message_id in await self._db.call(run):
+            record = await self.get_message(UUID(message_id))
+            if record is not None:
+                out.append(record)
+        return out
 
     async def ping(self) -> bool:
         """True when the store commits a write (for readiness); raises if it cannot."""

@@ -1,0 +1,79 @@
+"""A node killed between committing a submitted message and auditing it completes its audit
+record at the next start: the `accepted` entry is appended once, marked recovered, and
+messages audited already are left alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from exchange.audit.entries import AuditEvent
+from exchange.gateway import keys
+from exchange.gateway.app import create_app
+from exchange.gateway.submit import check_payload, parse_submission, sign_submission
+from exchange.network import NetworkLayout, init_network_dir
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "schemas/examples/asset-inquiry/valid"
+
+
+def submission_body() -> dict[str, object]:
+    payload = orjson.loads(sorted(EXAMPLE.glob("*.json"))[0].read_bytes())
+    return {
+        "type": "asset-inquiry",
+        "recipients": ["RS-PPO"],
+        "case": "AL-2026-0042",
+        "priority": "urgent",
+        "handling": {"tlp": "AMBER", "code": "H2"},
+        "payload": payload,
+    }
+
+
+@pytest.fixture
+def network(tmp_path: Path) -> NetworkLayout:
+    return init_network_dir(tmp_path / "net", ["AL-ARO", "RS-PPO"], bus="memory")
+
+
+async def test_a_message_stored_but_not_audited_is_audited_once_at_the_next_start(
+    network: NetworkLayout, tmp_path: Path
+) -> None:
+    config = network.config("AL-ARO", environ={"EXCHANGE_DATA_DIR": str(tmp_path / "data")})
+    token = network.nodes["AL-ARO"].tokens["contact-point"]
+    app = create_app(config, start_relay=False)
+    async with TestClient(TestServer(app)) as client:
+        answered = await client.post(
+            "/v1/messages",
+            json=submission_body(),
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert answered.status == 202
+        normal = (await answered.json())["id"]
+        # The crash: the store has committed the message, the audit append never ran.
+        request = parse_submission(submission_body())
+        signed = sign_submission(
+            request,
+            check_payload(request),
+            config=config,
+            signer=app[keys.SIGNER],
+            submitted_by="contact-point",
+        )
+        await app[keys.STORE].submit(signed.record)
+        lost = str(signed.record.id)
+        before = await app[keys.AUDIT].entries(0, 1000)
+        assert [e.message_id for e in before if e.event == AuditEvent.ACCEPTED] == [normal]
+
+    for _ in range(2):  # restarted twice: recovered once
+        app = create_app(config, start_relay=False)
+        async with TestClient(TestServer(app)):
+            entries = await app[keys.AUDIT].entries(0, 1000)
+    accepted = [e for e in entries if e.event == AuditEvent.ACCEPTED]
+    assert [e.message_id for e in accepted] == [normal, lost]
+    recovered = accepted[1]
+    assert recovered.detail == {"recovered": True}
+    assert recovered.digest == signed.record.digest
+    assert recovered.case == signed.record.case
+    assert recovered.envelope == orjson.loads(signed.record.envelope)
+    assert (recovered.actor, recovered.role) == ("contact-point", "contact-point")
+    assert accepted[0].detail is None
