@@ -38,6 +38,7 @@ TOKEN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # noqa: S105 (a pattern
 SHA256_HEX_PATTERN = r"^[0-9a-f]{64}$"
 STORE_FILE = "store.sqlite3"
 AUDIT_FILE = "audit.sqlite3"
+PEERS_FILE = "peers.sqlite3"
 SUBSCRIPTIONS_FILE = "subscriptions.sqlite3"
 
 
@@ -248,6 +249,11 @@ class NodeConfig(BaseModel):
     def audit_path(self) -> Path:
         """The SQLite file of the node's audit log."""
         return self.data_dir / AUDIT_FILE
+
+    @property
+    def peers_path(self) -> Path:
+        """The SQLite file of the other nodes' checkpoints this node has seen."""
+        return self.data_dir / PEERS_FILE
 
     @property
     def recipients(self) -> frozenset[str]:

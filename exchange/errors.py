@@ -38,6 +38,12 @@ ERROR_TABLE: dict[str, ErrorSpec] = {
     "receipt.mismatch": ErrorSpec(
         422, "A receipt names a digest other than that of the message sent", False
     ),
+    "checkpoint.invalid": ErrorSpec(
+        422, "A node's checkpoint is malformed, misattributed or not validly signed", False
+    ),
+    "checkpoint.conflict": ErrorSpec(
+        409, "A node's checkpoint contradicts one it signed before (a forked or rewound log)", False
+    ),
     # payload schemas
     "schema.invalid": ErrorSpec(422, "The payload does not match its schema", True),
     "schema.unknown": ErrorSpec(422, "The message type or schema version is not supported", True),

@@ -39,6 +39,7 @@ class AuditEvent(StrEnum):
     DELIVERED = "delivered"  # fetched by a local client
     SUBSCRIPTION_DELIVERED = "subscription-delivered"
     CHECKPOINT = "checkpoint"  # the log signed its own tree head (written by the log only)
+    PEER_CHECKPOINT = "peer-checkpoint"  # another node's checkpoint, checked and kept
 
 
 REFUSAL_EVENTS = frozenset({AuditEvent.REFUSED, AuditEvent.REJECTED})

@@ -2,7 +2,8 @@
 
 `verify` proves the log intact against its checkpoints (and published ones), `replay`
 prints the timeline, `report` the deadline compliance of requests, and
-`export-checkpoints` writes the signed tree heads an auditor keeps for later.
+`export-checkpoints` writes the signed tree heads an auditor keeps for later, and
+`peer-checkpoints` those of other nodes that a node saw (to check against their logs).
 """
 
 from __future__ import annotations
@@ -86,6 +87,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _db(export)
     export.add_argument("--out", type=Path, required=True, metavar="FILE")
     export.set_defaults(func=_export)
+
+    peers = actions.add_parser(
+        "peer-checkpoints",
+        help="the other nodes' checkpoints a node saw, as JSON Lines for `verify --checkpoints`",
+    )
+    peers.add_argument(
+        "--db", type=Path, required=True, metavar="FILE", help="the node's peers.sqlite3"
+    )
+    peers.add_argument("--node", help="only this node's checkpoints")
+    peers.add_argument("--out", type=Path, metavar="FILE", help="write here (default: stdout)")
+    peers.set_defaults(func=_peer_checkpoints)
 
 
 def _db(parser: argparse.ArgumentParser) -> None:
@@ -342,4 +354,29 @@ def _export(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"wrote {count} checkpoints to {args.out}")
+    return EXIT_OK
+
+
+def _peer_checkpoints(args: argparse.Namespace) -> int:
+    if not args.db.is_file():
+        raise ExchangeError(f"no such file: {args.db}", code="usage")
+    conn = sqlite3.connect(f"file:{args.db}?mode=ro", uri=True)
+    try:
+        query = "SELECT body FROM peer_checkpoints"
+        rows = (
+            conn.execute(query + " WHERE node = ? ORDER BY size", (args.node,))
+            if args.node
+            else conn.execute(query + " ORDER BY node, size")
+        )
+        seen = [Checkpoint.from_json(bytes(row[0])) for row in rows]
+    except sqlite3.DatabaseError as exc:
+        raise ExchangeError(f"{args.db} is not a peers file: {exc}", code="usage") from None
+    finally:
+        conn.close()
+    if args.out is None:
+        for cp in seen:
+            sys.stdout.write(cp.to_json().decode() + "\n")
+        return EXIT_OK
+    count = write_checkpoints_jsonl(seen, args.out)
+    print(f"wrote {count} checkpoints to {args.out}", file=sys.stderr)
     return EXIT_OK

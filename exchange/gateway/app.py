@@ -26,6 +26,7 @@ from exchange.errors import ConfigError
 from exchange.gateway import keys
 from exchange.gateway.auth import Authenticator
 from exchange.gateway.metrics import Metrics
+from exchange.gateway.peers import PeerCheckpoints
 from exchange.gateway.problems import problem_middleware
 from exchange.gateway.recovery import recover_accepted
 from exchange.gateway.relay import Relay
@@ -146,6 +147,18 @@ async def _audit_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await audit.close()
+
+
+async def _peers_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[keys.CONFIG]
+    peers = await PeerCheckpoints.open(
+        config.peers_path, app[keys.AUDIT], app[keys.TRUST], config.node_id
+    )
+    app[keys.PEERS] = peers
+    try:
+        yield
+    finally:
+        await peers.close()
 
 
 def _bus_ctx(
@@ -292,6 +305,7 @@ def create_app(
             _identity_ctx,
             _store_ctx,
             _audit_ctx,
+            _peers_ctx,
             _bus_ctx(bus, start_relay),
             _case_updates_ctx,
             _relay_ctx(start_relay),

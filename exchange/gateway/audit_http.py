@@ -8,6 +8,7 @@ entries come with the exact bytes that were hashed (base64), so leaves can be re
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +18,9 @@ from exchange.gateway import keys
 from exchange.gateway.auth import Permission
 from exchange.gateway.route_spec import Param, Route
 from exchange.gateway.views import json_response
+from exchange.model.common import NODE_ID_PATTERN
+
+NODE_ID = re.compile(NODE_ID_PATTERN)
 
 MAX_ENTRIES_PAGE = 1000
 DEFAULT_ENTRIES_PAGE = 100
@@ -109,8 +113,31 @@ async def list_entries(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def list_peer_checkpoints(request: web.Request) -> web.StreamResponse:
+    """The other nodes' checkpoints this node has seen and checked (optionally of one)."""
+    node = request.query.get("node")
+    if node is not None and not NODE_ID.fullmatch(node):
+        raise RequestError(
+            "the query parameter 'node' must be a node id like RS-PPO", code="request.bad_parameter"
+        )
+    seen = await request.app[keys.PEERS].seen(node)
+    return json_response({"items": [cp.as_dict() for cp in seen]})
+
+
 _HEX = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _INT = {"type": "integer", "minimum": 0}
+_CHECKPOINT = {
+    "type": "object",
+    "properties": {
+        "node": {"type": "string"},
+        "size": _INT,
+        "root": _HEX,
+        "time": {"type": "string", "format": "date-time"},
+        "kid": _HEX,
+        "signature": {"type": "string"},
+    },
+    "required": ["node", "size", "root", "time", "kid", "signature"],
+}
 
 AUDIT_ROUTES: tuple[Route, ...] = (
     Route(
@@ -120,18 +147,7 @@ AUDIT_ROUTES: tuple[Route, ...] = (
         "getAuditCheckpoint",
         "The latest signed checkpoint (tree head) of this node's audit log",
         Permission.AUDIT,
-        response_schema={
-            "type": "object",
-            "properties": {
-                "node": {"type": "string"},
-                "size": _INT,
-                "root": _HEX,
-                "time": {"type": "string", "format": "date-time"},
-                "kid": _HEX,
-                "signature": {"type": "string"},
-            },
-            "required": ["node", "size", "root", "time", "kid", "signature"],
-        },
+        response_schema=_CHECKPOINT,
         errors=("not_found",),
         tags=("audit",),
         description="Signs a new checkpoint first if entries were added since the last one. "
@@ -213,5 +229,25 @@ AUDIT_ROUTES: tuple[Route, ...] = (
         errors=("request.bad_parameter",),
         tags=("audit",),
         description="`body` is base64 of the canonical entry bytes: leaf = SHA-256(0x00 || body).",
+    ),
+    Route(
+        "GET",
+        "/v1/audit/peers",
+        list_peer_checkpoints,
+        "listPeerCheckpoints",
+        "Other nodes' checkpoints this node has seen, checked and kept",
+        Permission.AUDIT,
+        response_schema={
+            "type": "object",
+            "properties": {"items": {"type": "array", "items": _CHECKPOINT}},
+            "required": ["items"],
+        },
+        params=(Param("node", "query", "Only this node's checkpoints.", {"type": "string"}),),
+        errors=("request.bad_parameter",),
+        tags=("audit",),
+        description="Every envelope a node publishes carries its latest checkpoint; the "
+        "recipient keeps each new one that is validly signed and agrees with those seen "
+        "before (one root per size, time growing with size). Ordered by node and size; "
+        "check them against that node's log with `exchange audit verify --checkpoints`.",
     ),
 )

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from exchange.audit.log import AuditLog
     from exchange.crypto.signing import NodeSigner
     from exchange.crypto.verify import TrustStore
+    from exchange.gateway.peers import PeerCheckpoints
     from exchange.gateway.relay import Relay
     from exchange.transport.bus import Bus
 
@@ -31,5 +32,6 @@ TRUST: web.AppKey[TrustStore] = web.AppKey("trust")
 AUDIT: web.AppKey[AuditLog] = web.AppKey("audit")
 BUS: web.AppKey[Bus | None] = web.AppKey("bus")
 RELAY: web.AppKey[Relay | None] = web.AppKey("relay")
+PEERS: web.AppKey[PeerCheckpoints] = web.AppKey("peers")
 
 PRINCIPAL = web.RequestKey("principal", Principal)

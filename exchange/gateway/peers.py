@@ -1,0 +1,216 @@
+"""Other nodes' checkpoints as this node sees them: gossip that makes a split view visible.
+
+Every envelope a node publishes carries its latest signed checkpoint in the AMQP header
+`x-xb-checkpoint` (`CHECKPOINT_HEADER`). A recipient checks each checkpoint it has not seen
+before:
+
+- it parses strictly, names the node that sent the envelope (the broker-checked routing
+  key's sender), and is signed by a certificate of that node which the network's trust
+  store accepts at the checkpoint's time (`check_checkpoint`); else `checkpoint.invalid`;
+- it agrees with every checkpoint of that node seen before: the same size has the same
+  root, and a larger size never has an earlier time (a log only grows); else
+  `checkpoint.conflict`: the node showed two different histories, or rewound its log.
+
+A new valid checkpoint is kept in `peers.sqlite3` and recorded in the node's own audit log
+as `peer-checkpoint` (the evidence is then as tamper-evident as the rest); a refused one is
+recorded as `rejected` with its code, both checkpoints in the detail, and logged as an error.
+Consistency between checkpoints of different sizes needs the peer's log itself: an auditor
+exports what a node saw (`exchange audit peers --db peers.sqlite3 --node N --out FILE`) and
+checks it against N's log with `exchange audit verify --db <N's audit.sqlite3> --checkpoints
+FILE`. A checkpoint never stops a message: the envelope is judged on its own.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from exchange.audit.checkpoints import Checkpoint, check_checkpoint
+from exchange.audit.entries import AuditEvent
+from exchange.audit.log import AuditLog
+from exchange.crypto.verify import TrustStore
+from exchange.errors import ExchangeError
+from exchange.gateway.sqlite_thread import SqliteThread
+from exchange.log import get_logger
+from exchange.model.common import format_utc
+
+_log = get_logger(__name__)
+
+CHECKPOINT_HEADER = "x-xb-checkpoint"
+MAX_CHECKPOINT_BYTES = 2048
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS peer_checkpoints (
+    node TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    time TEXT NOT NULL,
+    root TEXT NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (node, size)
+) WITHOUT ROWID;
+"""
+
+
+def _setup(conn: sqlite3.Connection) -> None:
+    conn.execute(_SCHEMA)  # one statement: `executescript` would commit on its own
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What checking one header gave: `new` (recorded), `known`, or a refusal `code`."""
+
+    outcome: str  # "new" | "known" | "refused"
+    code: str | None = None
+    reason: str | None = None
+
+
+KNOWN = Observation("known")
+
+
+class PeerCheckpoints:
+    """The checkpoints of other nodes seen so far, checked as they arrive."""
+
+    def __init__(self, db: SqliteThread, audit: AuditLog, trust: TrustStore, node_id: str) -> None:
+        self._db = db
+        self._audit = audit
+        self._trust = trust
+        self.node_id = node_id
+        self._last: dict[str, bytes] = {}  # node -> the body last seen: the common case
+        self._refused: dict[str, bytes] = {}  # node -> the body last refused
+        self._refused_code: dict[str, str] = {}
+
+    @classmethod
+    async def open(
+        cls, path: Path, audit: AuditLog, trust: TrustStore, node_id: str
+    ) -> PeerCheckpoints:
+        db = SqliteThread(path, _setup)
+        await db.start()
+        return cls(db, audit, trust, node_id)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def observe(self, raw: object, sender: str) -> Observation:
+        """Check the checkpoint header `raw` of an envelope that `sender` published."""
+        body = raw.encode() if isinstance(raw, str) else raw
+        if not isinstance(body, bytes):
+            body = repr(raw).encode()[:MAX_CHECKPOINT_BYTES]
+            return await self._refuse(sender, body, "checkpoint.invalid", "not a string", None)
+        if body == self._last.get(sender):
+            return KNOWN
+        if body == self._refused.get(sender):  # the same bad header again: refused once
+            return Observation("refused", self._refused_code[sender], "as before")
+        if len(body) > MAX_CHECKPOINT_BYTES:
+            return await self._refuse(
+                sender, body, "checkpoint.invalid", f"over {MAX_CHECKPOINT_BYTES} bytes", None
+            )
+        try:
+            cp = Checkpoint.from_json(body)
+        except ValueError as exc:
+            return await self._refuse(sender, body, "checkpoint.invalid", str(exc), None)
+        if cp.node != sender:
+            return await self._refuse(
+                sender, body, "checkpoint.invalid", f"it names {cp.node}, not its sender", cp
+            )
+        try:
+            check_checkpoint(cp, self._trust)
+        except ExchangeError as err:
+            return await self._refuse(sender, body, "checkpoint.invalid", err.detail, cp)
+        conflict, same = await self._db.call(lambda conn: _compare(conn, cp))
+        if conflict is not None:
+            earlier, reason = conflict
+            return await self._refuse(sender, body, "checkpoint.conflict", reason, cp, earlier)
+        self._last[sender] = body
+        if same:
+            return KNOWN
+        inserted = await self._db.call(lambda conn: _insert(conn, cp, body))
+        if not inserted:
+            return KNOWN
+        await self._audit.append(
+            AuditEvent.PEER_CHECKPOINT,
+            detail={"checkpoint": cp.as_dict()},
+        )
+        _log.info("peer_checkpoint.seen", node=self.node_id, peer=sender, size=cp.size)
+        return Observation("new")
+
+    async def _refuse(
+        self,
+        sender: str,
+        body: bytes,
+        code: str,
+        reason: str,
+        cp: Checkpoint | None,
+        earlier: Mapping[str, Any] | None = None,
+    ) -> Observation:
+        detail: dict[str, Any] = {"from": sender, "reason": reason}
+        if cp is not None:
+            detail["checkpoint"] = cp.as_dict()
+        if earlier is not None:
+            detail["earlier"] = dict(earlier)
+        self._refused[sender], self._refused_code[sender] = body, code
+        await self._audit.append(AuditEvent.REJECTED, code=code, detail=detail)
+        _log.error(
+            "peer_checkpoint.refused", node=self.node_id, peer=sender, code=code, reason=reason
+        )
+        return Observation("refused", code, reason)
+
+    async def seen(self, node: str | None = None) -> list[Checkpoint]:
+        """Every checkpoint kept (of `node`, or of all), by node and size."""
+
+        def run(conn: sqlite3.Connection) -> list[bytes]:
+            if node is None:
+                rows = conn.execute("SELECT body FROM peer_checkpoints ORDER BY node, size")
+            else:
+                rows = conn.execute(
+                    "SELECT body FROM peer_checkpoints WHERE node = ? ORDER BY size", (node,)
+                )
+            return [bytes(row[0]) for row in rows]
+
+        return [Checkpoint.from_json(body) for body in await self._db.call(run)]
+
+
+def _compare(
+    conn: sqlite3.Connection, cp: Checkpoint
+) -> tuple[tuple[dict[str, Any], str] | None, bool]:
+    """(conflict with an earlier checkpoint of the node and why, or None; seen already)."""
+    when = format_utc(cp.time)
+    same = conn.execute(
+        "SELECT body FROM peer_checkpoints WHERE node = ? AND size = ?", (cp.node, cp.size)
+    ).fetchone()
+    if same is not None:
+        earlier = Checkpoint.from_json(bytes(same[0]))
+        if earlier.root != cp.root:
+            return (earlier.as_dict(), f"two roots for size {cp.size}"), False
+        return None, True
+    below = conn.execute(
+        "SELECT body FROM peer_checkpoints WHERE node = ? AND size < ? AND time > ? "
+        "ORDER BY size DESC LIMIT 1",
+        (cp.node, cp.size, when),
+    ).fetchone()
+    if below is not None:
+        earlier = Checkpoint.from_json(bytes(below[0]))
+        return (earlier.as_dict(), f"size {cp.size} is dated before size {earlier.size}"), False
+    above = conn.execute(
+        "SELECT body FROM peer_checkpoints WHERE node = ? AND size > ? AND time < ? "
+        "ORDER BY size LIMIT 1",
+        (cp.node, cp.size, when),
+    ).fetchone()
+    if above is not None:
+        earlier = Checkpoint.from_json(bytes(above[0]))
+        return (
+            earlier.as_dict(),
+            f"size {cp.size} is dated after size {earlier.size}: the log was rewound",
+        ), False
+    return None, False
+
+
+def _insert(conn: sqlite3.Connection, cp: Checkpoint, body: bytes) -> bool:
+    cursor = conn.execute(
+        "INSERT OR IGNORE INTO peer_checkpoints (node, size, time, root, body) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (cp.node, cp.size, format_utc(cp.time), cp.root, body),
+    )
+    return cursor.rowcount == 1
