@@ -189,6 +189,7 @@ async def _case_updates_ctx(app: web.Application) -> AsyncIterator[None]:
         trust=app[keys.TRUST],
         audit=app[keys.AUDIT],
         topology=bus.topology if bus is not None else None,
+        peers=app[keys.PEERS],
     )
     app[CASE_UPDATES] = service
     try:

@@ -70,6 +70,24 @@ class Observation:
 KNOWN = Observation("known")
 
 
+class Gossip:
+    """The `x-xb-checkpoint` header for this node's outgoing envelopes: the latest
+    checkpoint of its own log (encoded once per checkpoint)."""
+
+    def __init__(self, audit: AuditLog) -> None:
+        self._audit = audit
+        self._checkpoint: Checkpoint | None = None
+        self._value = ""
+
+    def headers(self) -> dict[str, str]:
+        checkpoint = self._audit.latest_checkpoint
+        if checkpoint is None:
+            return {}
+        if checkpoint is not self._checkpoint:
+            self._checkpoint, self._value = checkpoint, checkpoint.to_json().decode()
+        return {CHECKPOINT_HEADER: self._value}
+
+
 class PeerCheckpoints:
     """The checkpoints of other nodes seen so far, checked as they arrive."""
 
@@ -92,6 +110,17 @@ class PeerCheckpoints:
 
     async def close(self) -> None:
         await self._db.close()
+
+    async def observe_headers(self, headers: Mapping[str, object], sender: str) -> None:
+        """Check the checkpoint an envelope from `sender` (verified) carries, if any; never
+        raises: a checkpoint is evidence about the sender, never a reason to refuse."""
+        raw = headers.get(CHECKPOINT_HEADER)
+        if raw is None:
+            return
+        try:
+            await self.observe(raw, sender)
+        except Exception:
+            _log.exception("peer_checkpoint.check_failed", node=self.node_id, peer=sender)
 
     async def observe(self, raw: object, sender: str) -> Observation:
         """Check the checkpoint header `raw` of an envelope that `sender` published."""

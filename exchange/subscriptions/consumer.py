@@ -24,6 +24,7 @@ from exchange.config import NetworkConfig, NodeConfig
 from exchange.crypto.canonical import sha256_hex
 from exchange.crypto.verify import VerificationPolicy, VerifiedEnvelope, verify_envelope
 from exchange.errors import ExchangeError, VerificationError
+from exchange.gateway.peers import PeerCheckpoints
 from exchange.gateway.relay import MAX_QUEUED_AGE
 from exchange.log import get_logger
 from exchange.model.case_update import CaseUpdate
@@ -85,7 +86,9 @@ class UpdateConsumer:
         topology: Topology,
         audit: AuditLog,
         store_update: StoreUpdate,
+        peers: PeerCheckpoints | None = None,
     ) -> None:
+        self._peers = peers
         self.config = config
         self.node_id = config.node_id
         self._policy = update_policy(config, trust)
@@ -128,6 +131,8 @@ class UpdateConsumer:
                 code="message.replayed",
             )
             return await self._refuse(delivery, replayed)
+        if self._peers is not None and header.sender != self.node_id:
+            await self._peers.observe_headers(delivery.headers, header.sender)
         if not stored.new:
             return ACK  # a redelivery, or our own update coming back: held once already
         detail = _detail(header.sender, update, stored.cursor)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from uuid import uuid4
 
 from exchange.audit.entries import AuditEvent
+from exchange.gateway.peers import Gossip
 from exchange.log import get_logger
 from exchange.model.common import utc_now
 from exchange.transport.bus import Bus, Outgoing
@@ -45,6 +46,7 @@ class UpdatePublisher:
         self._store = store
         self._bus = bus
         self._audit = audit
+        self._gossip = Gossip(audit)
         self._limits = limits
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -94,7 +96,7 @@ class UpdatePublisher:
                     routing_key=item.routing_key,
                     body=item.envelope,
                     message_id=f"{item.id}/{uuid4().hex[:8]}",
-                    headers={"x-xb-sender": self.node_id},
+                    headers={"x-xb-sender": self.node_id, **self._gossip.headers()},
                 )
                 for item in items
             ]

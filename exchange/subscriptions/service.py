@@ -22,6 +22,7 @@ from exchange.audit.entries import AuditEvent
 from exchange.config import AUTO_UPDATE_TYPES, NetworkConfig, NodeConfig
 from exchange.crypto.canonical import sha256_hex
 from exchange.crypto.signing import encode_envelope, signing_input
+from exchange.gateway.peers import PeerCheckpoints
 from exchange.log import get_logger
 from exchange.model.case_update import CaseUpdate
 from exchange.model.common import MessageType, Priority, utc_now
@@ -78,6 +79,7 @@ class CaseUpdates:
         audit: AuditLog,
         webhooks: Mapping[str, Webhook],
         topology: Topology,
+        peers: PeerCheckpoints | None = None,
     ) -> None:
         self.config = config
         self.node_id = config.node_id
@@ -97,6 +99,7 @@ class CaseUpdates:
             topology=topology,
             audit=audit,
             store_update=self.store_update,
+            peers=peers,
         )
 
     @classmethod
@@ -108,6 +111,7 @@ class CaseUpdates:
         trust: TrustStore,
         audit: AuditLog,
         topology: Topology | None = None,
+        peers: PeerCheckpoints | None = None,
     ) -> CaseUpdates:
         """Open the store and load the webhook secrets; nothing runs until `start`."""
         webhooks = await asyncio.to_thread(load_webhooks, config.member_networks())
@@ -120,6 +124,7 @@ class CaseUpdates:
             audit=audit,
             webhooks=webhooks,
             topology=topology or Topology(prefix=config.topology_prefix),
+            peers=peers,
         )
         service.feed.last_cursor = await store.last_cursor()
         return service
