@@ -12,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
+from dataclasses import replace
 
 import orjson
 
 from exchange.subscriptions import sse
 from exchange.subscriptions.records import CaseEventRecord
 
-DEFAULT_KEEP = 4096
+DEFAULT_KEEP = 1024
+"""Updates kept in memory (about 1.5 KB each: the record without its envelope, and its
+frame); a reader further behind is served from the store."""
 
 
 def frame_of(record: CaseEventRecord) -> bytes:
@@ -47,7 +50,8 @@ class EventFeed:
     def publish(self, record: CaseEventRecord) -> None:
         """`record` is durably stored: remember it and wake every waiter."""
         self.last_cursor = max(self.last_cursor, record.cursor)
-        self._tail[record.cursor] = (record, frame_of(record))
+        # the frame already holds what a reader needs of the envelope: keep the bytes once
+        self._tail[record.cursor] = (replace(record, envelope=b""), frame_of(record))
         while len(self._tail) > self._keep:
             self._tail.popitem(last=False)
         released, self._generation = self._generation, asyncio.Event()
@@ -55,7 +59,8 @@ class EventFeed:
 
     def after(self, cursor: int, limit: int) -> list[tuple[CaseEventRecord, bytes]] | None:
         """Up to `limit` updates right after `cursor` with their frames, from memory; [] when
-        none is known yet; None when memory cannot answer (ask the store)."""
+        none is known yet; None when memory cannot answer (ask the store). The records
+        come without their envelope (`envelope == b""`): send the frame."""
         found: list[tuple[CaseEventRecord, bytes]] = []
         nxt = cursor + 1
         while len(found) < limit:
