@@ -4,18 +4,19 @@ AL-ARO sends ~2 KB asset inquiries to RS-PPO through its HTTP API; both nodes ru
 gateways, stores, audit logs and relays, in this process (default) or, with `--split`, the
 recipient in a child process of its own, as in production. Times are observed in the nodes
 by wrapping `MessageStore` (and the sender's bus) methods: "in the inbox" is when the
-recipient's `inbox_store` has committed the row, "delivered" when the sender's
-`record_receipt` has committed the receipt that made the message `delivered`, and the stages
-between (`STAGES`) show where a message waits (`time.perf_counter` is CLOCK_MONOTONIC, one
-clock for both processes). Phases: throughput (closed loop, bounded POSTs in flight),
-latency (open loop at fixed offered rates), the throughput phase again under cProfile, CPU
-per call of each hot-path step, and the raw baseline of `bench/relay_raw.py` (confirmed
-publish + consume, same broker, same size). Also reported: CPU per thread and process,
-event loop lag, and the sender's outbox publisher batches.
+recipient's `inbox_receive` has committed the row, "delivered" when the sender's
+`record_receipt_checked` has committed the receipt that made the message `delivered`, and
+the stages between (`STAGES`) show where a message waits (`time.perf_counter` is
+CLOCK_MONOTONIC, one clock for both processes). Phases: throughput (closed loop, bounded
+POSTs in flight), latency (open loop at fixed offered rates), the throughput phase again
+under cProfile, CPU per call of each hot-path step, and the raw baseline of
+`bench/relay_raw.py` (confirmed publish + consume, same broker, same size). Also reported:
+CPU per thread and process, event loop lag, and the sender's outbox publisher batches.
 
     .venv/bin/python bench/e2e.py [--n 2000] [--rate 300] [--seconds 10] [--bus amqp|memory]
         [--split] [--in-flight 64] [--lower-rates 50,150] [--profile-clock cpu|wall]
-        [--no-profile] [--keep] [--what-if-publisher-channels N]
+        [--no-profile] [--profile-out FILE] [--keep] [--prefetch N]
+        [--what-if-publisher-channels N]
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
-import itertools
 import json
 import multiprocessing
 import os
@@ -55,7 +55,7 @@ from exchange.crypto.verify import VerificationPolicy, verify_envelope
 from exchange.demo.runner import DemoNetwork, amqp_answers, free_base_port
 from exchange.gateway import keys
 from exchange.gateway.app import create_app
-from exchange.gateway.records import OutboxItem
+from exchange.gateway.records import InboxArrival, OutboxItem, ReceiptOutcome
 from exchange.gateway.request_body import parse_json
 from exchange.gateway.store import MessageStore
 from exchange.gateway.submit import check_payload, parse_submission, sign_submission
@@ -91,9 +91,9 @@ STAGES = (
     ("picked", "sender: read from the outbox to publish (outbox_due)"),
     ("confirmed", "sender: broker confirmed the publish (publish_many)"),
     ("recorded", "sender: confirm recorded (outbox_confirmed called)"),
-    ("arrived", "recipient: delivered and verified (inbox_state)"),
-    ("inbox", "recipient: inbox row committed (inbox_store)"),
-    ("receipt", "sender: receipt delivered and verified (record_receipt)"),
+    ("arrived", "recipient: delivered and verified (inbox_receive called)"),
+    ("inbox", "recipient: inbox row committed (inbox_receive)"),
+    ("receipt", "sender: receipt delivered and verified (record_receipt_checked)"),
     ("delivered", "sender: `delivered` committed"),
 )
 """The moments a message passes, in order, each noted by wrapping a `MessageStore` method."""
@@ -149,27 +149,23 @@ class Observer:
 
     def watch_recipient(self, store: MessageStore) -> None:
         """Note when each incoming message arrived and when its inbox row committed."""
-        # The relay's first store call after verifying a message: its duplicate check.
-        lookup_name = "inbox_state" if hasattr(store, "inbox_state") else "inbox_digest"
-        lookup, inbox_store = getattr(store, lookup_name), store.inbox_store
+        # The relay's one store call after verifying a message: `inbox_receive` looks for
+        # a copy and stores the row in one transaction.
+        inbox_receive = store.inbox_receive
 
-        async def observed_lookup(message_id: Any) -> Any:
+        async def observed_inbox_receive(message_id: Any, *args: Any) -> InboxArrival:
             self._mark("arrived", message_id)
-            return await lookup(message_id)
-
-        async def observed_inbox_store(message_id: Any, *args: Any) -> int:
-            cursor = await inbox_store(message_id, *args)
+            arrival = await inbox_receive(message_id, *args)
             self._mark("inbox", message_id)
-            return cursor
+            return arrival
 
         # Instance attributes shadow the methods: the relay calls these from now on.
-        setattr(store, lookup_name, observed_lookup)
-        store.inbox_store = observed_inbox_store  # type: ignore[method-assign]
+        store.inbox_receive = observed_inbox_receive  # type: ignore[method-assign,assignment]
 
     def watch_sender(self, store: MessageStore, bus: Bus | None) -> None:
         """Note when each outgoing message was published, confirmed, receipted, delivered."""
         outbox_due, outbox_confirmed = store.outbox_due, store.outbox_confirmed
-        outbox_depth, record_receipt = store.outbox_depth, store.record_receipt
+        outbox_depth, record_receipt = store.outbox_depth, store.record_receipt_checked
         if bus is not None:
             publish_many = bus.publish_many
 
@@ -208,20 +204,20 @@ class Observer:
             self._step("outbox_depth", started)
             return depth
 
-        async def observed_record_receipt(message_id: Any, *args: Any) -> str | None:
+        async def observed_record_receipt(message_id: Any, *args: Any) -> ReceiptOutcome:
             self._mark("receipt", message_id)
-            status = await record_receipt(message_id, *args)
-            if status == "delivered":
+            outcome = await record_receipt(message_id, *args)
+            if outcome.status == "delivered":
                 self._mark("delivered", message_id)
                 self._remaining.discard(str(message_id))
                 if not self._remaining and self._done is not None and not self._done.done():
                     self._done.set_result(None)
-            return status
+            return outcome
 
-        store.outbox_due = observed_outbox_due  # type: ignore[method-assign]
+        store.outbox_due = observed_outbox_due  # type: ignore[method-assign,assignment]
         store.outbox_confirmed = observed_outbox_confirmed  # type: ignore[method-assign]
         store.outbox_depth = observed_outbox_depth  # type: ignore[method-assign]
-        store.record_receipt = observed_record_receipt  # type: ignore[method-assign]
+        store.record_receipt_checked = observed_record_receipt  # type: ignore[method-assign,assignment]
 
     async def all_delivered(self, ids: list[str], within: float = SETTLE_TIMEOUT) -> bool:
         """Wait until every id in `ids` was seen `delivered` by the sender."""
@@ -284,25 +280,18 @@ def cpu_delta(
 
 
 async def widen_publisher(bus: Bus | None, channels: int) -> None:
-    """What-if: spread the bus's confirmed publishes over `channels` AMQP channels.
+    """What-if: give the bus's pool of confirm channels `channels` channels in all.
 
-    aiormq serializes publishes on one channel (its lock is held until the frame has been
-    written), which costs a few event loop turns per publish; this patches the running
-    `AmqpBus` (private attributes) to measure what a pool of publisher channels would give.
+    `AmqpBus` spreads its publishes round robin over `publisher_channels` channels (8 by
+    default); this patches the running bus (private attributes) to measure another size.
     """
-    if channels <= 1 or not isinstance(bus, AmqpBus) or bus._connection is None:
+    if channels < 1 or not isinstance(bus, AmqpBus) or bus._connection is None:
         return
-    main = bus._publisher
-    pool = [main]
-    for _ in range(channels - 1):
+    pool = list(bus._publishers[:channels])
+    while len(pool) < channels:
         pool.append(await bus._connection.channel(publisher_confirms=True, on_return_raises=True))
-    rotation = itertools.cycle(pool)
-    confirmed = bus._confirmed
-
-    async def spread(channel: Any, send: Any) -> Any:
-        return await confirmed(next(rotation) if channel is main else channel, send)
-
-    bus._confirmed = spread  # type: ignore[method-assign]
+    bus._publishers = tuple(pool)
+    bus._next_publisher = 0
 
 
 # --- event loop responsiveness ---------------------------------------------------------
@@ -810,6 +799,9 @@ async def run(
         bus=args.bus,
         prefix=prefix,
     )
+    if args.prefetch is not None:
+        for node in layout.nodes.values():
+            _set_limit(node.config_path, "prefetch", args.prefetch)
     log_file = _node_logging(workdir / "nodes.log")
     remote = None
     if args.split:
@@ -867,6 +859,12 @@ async def run(
     return result
 
 
+def _set_limit(config_path: Path, name: str, value: int) -> None:
+    """Add `name = value` to the `[limits]` table of a node's configuration file."""
+    text = config_path.read_text()
+    config_path.write_text(text.replace("[limits]\n", f"[limits]\n{name} = {value}\n", 1))
+
+
 def _count_lines(workdir: Path) -> int:
     total = 0
     for path in workdir.glob("*.log"):
@@ -898,6 +896,8 @@ async def _profiled(client: Client, harness: Harness, args: argparse.Namespace) 
     profile.enable()
     profiled = await throughput(client, harness, args.n, args.in_flight)
     profile.disable()
+    if args.profile_out is not None:
+        profile.dump_stats(args.profile_out)
     out: dict[str, Any] = {"profile": profile_summary(profile, time.perf_counter() - started)}
     if harness.remote is not None:
         out["profile_recipient"] = await harness.remote.call("profile-stop")
@@ -950,7 +950,9 @@ def report(result: dict[str, Any]) -> None:
     t, lat, raw = result["throughput"], result["latency"], result.get("raw")
     print()
     channels = result["what_if_publisher_channels"]
-    what_if = f"WHAT-IF: {channels} publisher channels per bus; " if channels > 1 else ""
+    what_if = f"WHAT-IF: {channels} publisher channels per bus; " if channels > 0 else ""
+    if result.get("prefetch") is not None:
+        what_if += f"prefetch {result['prefetch']}; "
     mode = "recipient in its own process" if result["split"] else "both nodes in one process"
     print(
         f"e2e: {SENDER} -> {RECIPIENT}, asset-inquiry, payload {result['payload_bytes']} B, "
@@ -1085,6 +1087,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         bus=args.bus,
         split=args.split,
         what_if_publisher_channels=args.what_if_publisher_channels,
+        prefetch=args.prefetch,
         loadavg_before=loadavg,
         loadavg_after=[round(x, 2) for x in os.getloadavg()],
         cpus=os.cpu_count(),
@@ -1122,11 +1125,24 @@ def main() -> None:
     parser.add_argument(
         "--what-if-publisher-channels",
         type=int,
-        default=1,
+        default=0,
         metavar="N",
-        help="experiment: patch the running AmqpBus to publish over N channels (default 1: off)",
+        help="experiment: patch the running AmqpBus to publish over N channels "
+        "(default 0: the bus's own pool)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
+    parser.add_argument(
+        "--prefetch",
+        type=int,
+        metavar="N",
+        help="the nodes' `limits.prefetch` (inbox deliveries in flight; default: the config's)",
+    )
+    parser.add_argument(
+        "--profile-out",
+        type=Path,
+        metavar="FILE",
+        help="also write the main process's cProfile data there (pstats format)",
+    )
     parser.add_argument(
         "--profile-clock",
         choices=tuple(PROFILE_CLOCKS),

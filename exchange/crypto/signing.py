@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from exchange.crypto.canonical import canonicalize
+from exchange.crypto.canonical import canonicalize, sha256_hex
 from exchange.crypto.pki import kid_of, load_certificate, load_private_key, node_id_of
 from exchange.errors import ConfigError, ExchangeError
 from exchange.model.envelope import Header
@@ -84,18 +84,26 @@ class NodeSigner:
 
         The payload is used as given (not copied): do not change it afterwards.
         """
+        return self.sign_envelope_with_digest(header, payload)[0]
+
+    def sign_envelope_with_digest(
+        self, header: Header, payload: dict[str, Any]
+    ) -> tuple[dict[str, Any], str]:
+        """`sign_envelope`, and the hex SHA-256 of the signed bytes (what receipts and the
+        audit log name), from the one canonical form that was signed."""
         if header.sender != self.node_id:
             raise ExchangeError(
                 f"this key signs for {self.node_id}, not for sender {header.sender}",
                 code="sender.mismatch",
             )
         header_json = header.model_dump(mode="json", by_alias=True)
-        signature = self.sign_bytes(signing_input(header_json, payload))
-        return {
+        signed = signing_input(header_json, payload)
+        envelope = {
             "header": header_json,
             "payload": payload,
-            "signature": {"alg": ALGORITHM, "kid": self.kid, "value": signature},
+            "signature": {"alg": ALGORITHM, "kid": self.kid, "value": self.sign_bytes(signed)},
         }
+        return envelope, sha256_hex(signed)
 
 
 def _same_key(a: Ed25519PublicKey, b: object) -> bool:

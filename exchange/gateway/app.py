@@ -222,6 +222,7 @@ def _relay_ctx(start_relay: bool) -> Callable[[web.Application], AsyncIterator[N
             bus=bus,
             audit=app[keys.AUDIT],
             metrics=app[keys.METRICS],
+            peers=app[keys.PEERS],
         )
         app[keys.RELAY] = relay
         starter: asyncio.Task[None] | None = None

@@ -106,6 +106,32 @@ class InboxRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class InboxArrival:
+    """What `MessageStore.inbox_receive` found for an incoming message, or stored."""
+
+    cursor: int
+    digest: str
+    """Of the stored copy: not the arrival's when its id was used for other content."""
+    audited: bool
+    new: bool
+    """Stored by this call; False when a copy with the same id was already there."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptOutcome:
+    """What `MessageStore.record_receipt_checked` made of a receipt.
+
+    `refusal` ("recipient.mismatch" or "receipt.mismatch") means nothing was recorded;
+    otherwise `status` is the message's status after the receipt.
+    """
+
+    refusal: str | None
+    status: str | None = None
+    type: str | None = None
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CaseMessage:
     """One message of a case: sent by us ("out", with status) or received ("in", with sender)."""
 

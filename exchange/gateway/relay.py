@@ -13,18 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
 import orjson
+from pydantic import BaseModel
 
 from exchange.audit.entries import AuditEvent
 from exchange.crypto.canonical import canonicalize, sha256_hex
 from exchange.crypto.signing import encode_envelope
 from exchange.crypto.verify import VerificationPolicy, VerifiedEnvelope, verify_envelope
 from exchange.errors import ExchangeError, VerificationError
+from exchange.gateway.peers import Gossip, PeerCheckpoints
 from exchange.log import get_logger
 from exchange.model.common import HandlingCode, MessageType, Tlp, utc_now
 from exchange.model.deadlines import respond_by
@@ -82,8 +84,11 @@ class Relay:
         bus: Bus,
         audit: AuditLog,
         metrics: Metrics,
+        peers: PeerCheckpoints | None = None,
     ) -> None:
         self.config = config
+        self._peers = peers
+        self._gossip = Gossip(audit)
         self.node_id = config.node_id
         self._store = store
         self._signer = signer
@@ -98,6 +103,10 @@ class Relay:
         )
         self._wakeup = asyncio.Event()
         self._recovery = asyncio.Lock()
+        # messages whose `verified`/`stored` entries are being written right now: a
+        # redelivery meanwhile (e.g. after a broker restart) waits for them, never
+        # writes them a second time
+        self._recording: dict[UUID, asyncio.Future[None]] = {}
         self._stopping = False
         self._publisher: asyncio.Task[None] | None = None
         self._consumer: ConsumerHandle | None = None
@@ -239,7 +248,7 @@ class Relay:
                 body=item.envelope,
                 # unique per publish: returns are matched by message id
                 message_id=f"{item.message_id}/{item.recipient}/{uuid4().hex[:8]}",
-                headers={"x-xb-sender": self.node_id},
+                headers={"x-xb-sender": self.node_id, **self._gossip.headers()},
             )
             for item in items
         ]
@@ -300,13 +309,26 @@ class Relay:
             verified = verify_envelope(delivery.body, self._policy, now=received_at)
             header = verified.envelope.header
             self._check_routing(delivery, header)
-            if header.type is MessageType.RECEIPT:
-                validate_payload(header.type.value, header.schema_, verified.raw["payload"])
-                return await self._accept_receipt(verified, delivery.body, received_at)
+            if self._peers is not None:  # evidence about the sender; never refuses
+                await self._peers.observe_headers(delivery.headers, header.sender)
             payload = validate_payload(header.type.value, header.schema_, verified.raw["payload"])
-            state = await self._store.inbox_state(header.id)
-            existing = None if state is None else state[0]
-            if existing is not None and existing != verified.digest:
+            if header.type is MessageType.RECEIPT:
+                return await self._accept_receipt(verified, payload, delivery.body, received_at)
+            deadline = respond_by(
+                header.type, header.priority, header.created_at, **_deadline_hints(payload)
+            )
+            arrival = await self._store.inbox_receive(
+                header.id,
+                header.type.value,
+                header.case,
+                header.sender,
+                header.in_reply_to,
+                verified.digest,
+                delivery.body,
+                received_at,
+                deadline,
+            )
+            if not arrival.new and arrival.digest != verified.digest:
                 raise VerificationError(
                     f"message {header.id} was already received with different content",
                     code="message.replayed",
@@ -318,28 +340,16 @@ class Relay:
                 err.extra.setdefault("digest", verified.digest)
             return await self._refuse(delivery, err, received_at)
 
-        if state is not None:
+        if not arrival.new:
             # A redelivery of what we already hold: answer again, change nothing, but
             # finish the audit record if the node stopped before writing it.
-            if not state[1]:
+            in_progress = self._recording.get(header.id)
+            if in_progress is not None:
+                await asyncio.shield(in_progress)
+            elif not arrival.audited:
                 await self.recover_audit()
             self._metrics.message("in", header.type.value, "duplicate")
             return await self._send_receipt(header, verified.digest, received_at, None)
-        deadline = respond_by(
-            header.type, header.priority, header.created_at, **_deadline_hints(payload)
-        )
-        await self._store.inbox_store(
-            header.id,
-            header.type.value,
-            header.case,
-            header.sender,
-            header.in_reply_to,
-            verified.digest,
-            delivery.body,
-            received_at,
-            deadline,
-        )
-        await self._audit_stored(verified)
         self._metrics.message("in", header.type.value, "received")
         _log.info(
             "inbox.stored",
@@ -349,7 +359,16 @@ class Relay:
             sender=header.sender,
             type=header.type.value,
         )
-        return await self._send_receipt(header, verified.digest, received_at, None)
+        # The row is committed: the receipt is signed and published while the audit log
+        # commits `verified` and `stored`; `receipt_sent` follows both, so the log keeps
+        # its order, and nothing is acked before all three are durable.
+        recorded = asyncio.ensure_future(self._audit_stored(verified))
+        recorded.add_done_callback(_retrieve)
+        self._recording[header.id] = recorded
+        recorded.add_done_callback(lambda _: self._recording.pop(header.id, None))
+        return await self._send_receipt(
+            header, verified.digest, received_at, None, recorded=recorded
+        )
 
     async def recover_audit(self) -> int:
         """Complete the audit record of messages stored just before the node stopped.
@@ -373,6 +392,8 @@ class Relay:
             }
             added = 0
             for record in pending:
+                if record.id in self._recording:  # being written by its first delivery
+                    continue
                 try:
                     verified = verify_envelope(
                         record.envelope, self._policy, now=record.received_at
@@ -419,43 +440,44 @@ class Relay:
             )
 
     async def _accept_receipt(
-        self, verified: VerifiedEnvelope, body: bytes, received_at: datetime
+        self,
+        verified: VerifiedEnvelope,
+        payload: BaseModel,
+        body: bytes,
+        received_at: datetime,
     ) -> Verdict:
         header = verified.envelope.header
-        receipt = Receipt.model_validate(verified.raw["payload"])
-        sent = await self._store.get_message(receipt.message_id)
-        if sent is None or header.sender not in sent.recipients:
-            # A receipt for nothing we sent to that node: keep it as evidence, change nothing.
-            await self._audit_incoming(
-                AuditEvent.REJECTED, verified, envelope=True, code="recipient.mismatch"
-            )
-            return dead_letter("recipient.mismatch")
-        if receipt.digest != sent.digest:
-            # The recipient acknowledges other bytes than we signed: no proof of delivery.
-            await self._audit_incoming(
-                AuditEvent.REJECTED, verified, envelope=True, code="receipt.mismatch"
-            )
-            _log.warning(
-                "receipt.digest_mismatch",
-                message_id=str(receipt.message_id),
-                node=self.node_id,
-                sender=header.sender,
-            )
-            return dead_letter("receipt.mismatch")
-        status = await self._store.record_receipt(
+        receipt = (
+            payload
+            if isinstance(payload, Receipt)
+            else Receipt.model_validate(verified.raw["payload"])
+        )
+        # The receipt must come from a recipient of a message we sent, and acknowledge the
+        # bytes we signed (else it is no proof of delivery): checked as it is recorded.
+        outcome = await self._store.record_receipt_checked(
             receipt.message_id,
             header.sender,
+            receipt.digest,
             receipt.outcome,
             receipt.reason,
             receipt.detail,
             received_at,
             body,
         )
-        if status is None:
+        if outcome.refusal is not None:
+            # Kept as evidence; nothing changes.
             await self._audit_incoming(
-                AuditEvent.REJECTED, verified, envelope=True, code="recipient.mismatch"
+                AuditEvent.REJECTED, verified, envelope=True, code=outcome.refusal
             )
-            return dead_letter("recipient.mismatch")
+            if outcome.refusal == "receipt.mismatch":
+                _log.warning(
+                    "receipt.digest_mismatch",
+                    message_id=str(receipt.message_id),
+                    node=self.node_id,
+                    sender=header.sender,
+                )
+            return dead_letter(outcome.refusal)
+        status = outcome.status
         await self._audit.append(
             AuditEvent.RECEIPT_RECEIVED,
             message_id=receipt.message_id,
@@ -466,9 +488,9 @@ class Relay:
             detail={"from": header.sender, "outcome": receipt.outcome, "status": status},
         )
         self._metrics.receipt("received", receipt.outcome)
-        if status in ("delivered", "rejected"):
-            self._metrics.message("out", sent.type, status)
-            self._metrics.observe_end_to_end((received_at - sent.created_at).total_seconds())
+        if status in ("delivered", "rejected") and outcome.created_at is not None:
+            self._metrics.message("out", outcome.type or "unknown", status)
+            self._metrics.observe_end_to_end((received_at - outcome.created_at).total_seconds())
         return ACK
 
     async def _refuse(
@@ -552,7 +574,11 @@ class Relay:
         digest: str,
         received_at: datetime,
         refusal: tuple[str, str] | None,
+        *,
+        recorded: Awaitable[None] | None = None,
     ) -> Verdict:
+        """Sign and publish a receipt, then audit it. `recorded` (the audit of the message
+        itself, running meanwhile) is awaited before the receipt's entry and the verdict."""
         payload = Receipt(
             message_id=original.id,
             digest=digest,
@@ -588,13 +614,17 @@ class Relay:
                     ),
                     body=body,
                     message_id=str(header.id),
-                    headers={"x-xb-sender": self.node_id},
+                    headers={"x-xb-sender": self.node_id, **self._gossip.headers()},
                 )
             )
         except PublishError as err:
             _log.warning("receipt.publish_failed", message_id=str(original.id), error=str(err))
+            if recorded is not None:
+                await recorded
             # Accepted messages are already stored: requeue so the receipt is sent again.
             return REQUEUE if refusal is None else dead_letter(refusal[0])
+        if recorded is not None:
+            await recorded
         await self._audit.append(
             AuditEvent.RECEIPT_SENT,
             message_id=original.id,
@@ -666,6 +696,12 @@ _RECEIPT_CODES = frozenset(
         "network.forbidden",
     )
 )
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a background step's failure as seen (its awaiting caller reports it)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _uuid_or_none(value: Any) -> UUID | None:

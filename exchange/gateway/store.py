@@ -109,9 +109,10 @@ class MessageStore:
                 "WHERE message_id = ? AND recipient = ? AND confirmed_at IS NULL",
                 [(at, m, r) for m, r in keys],
             )
-            for message_id in dict.fromkeys(m for m, _ in keys):
-                if sql.exists(conn, message_id):
-                    sql.refresh_status(conn, message_id, at)
+            conn.executemany(
+                sql.MARK_SENT,
+                [(at, message_id) for message_id in dict.fromkeys(m for m, _ in keys)],
+            )
 
         await self._db.call(run)
 
@@ -206,9 +207,7 @@ class MessageStore:
                 return ReceiptOutcome("recipient.mismatch")
             if row[1] != digest:
                 return ReceiptOutcome("receipt.mismatch")
-            status = sql.insert_receipt(
-                conn, mid, from_node, outcome, reason, detail, at, envelope
-            )
+            status = sql.insert_receipt(conn, mid, from_node, outcome, reason, detail, at, envelope)
             return ReceiptOutcome(None, status, row[2], sql.at(row[3]))
 
         return await self._db.call(run)

@@ -107,6 +107,23 @@ SELECT_DUE = (
 """Due publishes in the order they became due; walks the partial index, stops at LIMIT."""
 
 
+INSERT_INBOX = (
+    'INSERT OR IGNORE INTO inbox (id, type, "case", sender, in_reply_to, digest, '
+    "envelope, received_at, respond_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+"""Keeps the first copy of a message id; `inbox_values` makes its parameters."""
+
+
+MARK_SENT = (
+    "UPDATE messages SET status = 'sent', reason = NULL, updated_at = ? "
+    "WHERE id = ? AND status = 'accepted' AND failure IS NULL AND NOT EXISTS ("
+    "SELECT 1 FROM outbox o WHERE o.message_id = messages.id AND o.confirmed_at IS NULL)"
+)
+"""`refresh_status` after confirms were recorded, in one statement: confirms only ever
+turn `accepted` into `sent` (a message's receipts already made it `delivered` or `rejected`
+when they arrived, and a `failure` keeps it `failed`)."""
+
+
 class MessageStatus(StrEnum):
     ACCEPTED = "accepted"
     SENT = "sent"
@@ -170,6 +187,55 @@ def refresh_status(conn: sqlite3.Connection, message_id: str, now: str) -> str:
         (status.value, reason, now, message_id, status.value, reason),
     )
     return status.value
+
+
+def inbox_values(
+    message_id: UUID,
+    type: str,
+    case: str,
+    sender: str,
+    in_reply_to: UUID | None,
+    digest: str,
+    envelope: bytes,
+    received_at: datetime,
+    respond_by: datetime | None,
+) -> tuple[Any, ...]:
+    return (
+        str(message_id),
+        type,
+        case,
+        sender,
+        None if in_reply_to is None else str(in_reply_to),
+        digest,
+        envelope,
+        ts(received_at),
+        None if respond_by is None else ts(respond_by),
+    )
+
+
+def insert_receipt(
+    conn: sqlite3.Connection,
+    message_id: str,
+    from_node: str,
+    outcome: str,
+    reason: str | None,
+    detail: str | None,
+    when: str,
+    envelope: bytes,
+) -> str:
+    """Keep the first receipt from `from_node`, settle its outbox row (a receipt proves the
+    publish arrived), and return the message's new status."""
+    conn.execute(
+        "INSERT OR IGNORE INTO receipts (message_id, from_node, outcome, reason, detail, "
+        "received_at, envelope) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (message_id, from_node, outcome, reason, detail, when, envelope),
+    )
+    conn.execute(
+        "UPDATE outbox SET confirmed_at = ? "
+        "WHERE message_id = ? AND recipient = ? AND confirmed_at IS NULL",
+        (when, message_id, from_node),
+    )
+    return refresh_status(conn, message_id, when)
 
 
 INBOX_COLUMNS = (

@@ -17,8 +17,7 @@ from uuid import uuid4
 from pydantic import BaseModel, ValidationError
 
 from exchange.config import NodeConfig
-from exchange.crypto.canonical import sha256_hex
-from exchange.crypto.signing import NodeSigner, encode_envelope, signing_input
+from exchange.crypto.signing import NodeSigner, encode_envelope
 from exchange.errors import ExchangeError, FieldError, RequestError
 from exchange.gateway.api_models import SubmitMessage
 from exchange.gateway.records import OutgoingRecord
@@ -148,14 +147,13 @@ def sign_submission(
             "handling": request.handling,
         }
     )
-    envelope = signer.sign_envelope(header, request.payload)
+    envelope, digest = signer.sign_envelope_with_digest(header, request.payload)
     body = encode_envelope(envelope)
     if len(body) > MAX_ENVELOPE_BYTES:
         raise RequestError(
             f"the signed message would be {len(body)} bytes, over {MAX_ENVELOPE_BYTES}",
             code="request.too_large",
         )
-    digest = sha256_hex(signing_input(envelope["header"], envelope["payload"]))
     directly = getattr(payload_model, "directly_accessible", None)
     hints = {"directly_accessible": bool(directly)} if directly is not None else {}
     record = OutgoingRecord(

@@ -1,8 +1,9 @@
 """The RabbitMQ bus: a robust aio-pika connection, confirmed mandatory persistent publishes,
 verdict-driven consumers, and reads of the audit stream.
 
-One long-lived publishing channel carries every publish (many in flight at once); each
-consumer has its own long-lived channel, so its prefetch is its own and restored on reconnect.
+A small pool of long-lived confirm channels carries the publishes (many in flight on each,
+spread round robin); each consumer has its own long-lived channel, so its prefetch is its
+own and restored on reconnect.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import contextlib
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aio_pika
 import aiormq
@@ -47,6 +48,10 @@ _log = get_logger(__name__)
 _T = TypeVar("_T")
 
 STREAM_PREFETCH = 500
+PUBLISHER_CHANNELS = 8
+"""Confirm channels per bus. aiormq lets one publish at a time through a channel's lock,
+and under load each hand-over of that lock waits a turn of the event loop; a few channels
+keep that many hand-overs going at once."""
 PERSISTENT = 2  # AMQP delivery mode
 _CONNECTION_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError, OSError)
 
@@ -70,8 +75,11 @@ class AmqpBus:
         confirm_timeout: float = 30.0,
         reconnect_interval: float = 1.0,
         max_in_flight: int = 1000,
+        publisher_channels: int = PUBLISHER_CHANNELS,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        if publisher_channels < 1:
+            raise ValueError("a bus needs at least one publisher channel")
         self.url = url
         self.ssl_context = ssl_context
         self.topology = topology
@@ -80,8 +88,10 @@ class AmqpBus:
         self.confirm_timeout = confirm_timeout
         self.reconnect_interval = reconnect_interval
         self.max_in_flight = max_in_flight
+        self.publisher_channels = publisher_channels
         self._connection: aio_pika.RobustConnection | None = None
-        self._publisher: AbstractRobustChannel | None = None
+        self._publishers: tuple[AbstractRobustChannel, ...] = ()
+        self._next_publisher = 0
         self._consumers: set[_AmqpConsumer] = set()
         self._known_exchanges: set[str] = set()
         self._exchange_check = asyncio.Lock()
@@ -97,6 +107,11 @@ class AmqpBus:
     def _on_reconnect(self, *_: Any) -> None:
         self._reconnects += 1
         _log.info("reconnected to the broker", node=self.node_id, reconnects=self._reconnects)
+
+    @property
+    def _publisher(self) -> AbstractRobustChannel | None:
+        """The pool's first channel (restored after a reconnect like the others)."""
+        return self._publishers[0] if self._publishers else None
 
     @property
     def connected(self) -> bool:
@@ -119,8 +134,11 @@ class AmqpBus:
         )
         self._connection.reconnect_callbacks.add(self._on_reconnect)
         try:
-            self._publisher = await self._connection.channel(
-                publisher_confirms=True, on_return_raises=True
+            self._publishers = tuple(
+                [
+                    await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+                    for _ in range(self.publisher_channels)
+                ]
             )
         except BaseException:  # half a start: let a later `start` begin from scratch
             connection, self._connection = self._connection, None
@@ -134,7 +152,8 @@ class AmqpBus:
         await asyncio.gather(*(c.cancel() for c in list(self._consumers)))
         if self._connection is not None:
             await self._connection.close()
-        self._connection = self._publisher = None
+        self._connection = None
+        self._publishers = ()
 
     # -- declarations ------------------------------------------------------------------------
     async def declare_node(self, node_id: str) -> None:
@@ -230,7 +249,7 @@ class AmqpBus:
     ) -> None:
         if len(routing_key.encode()) > MAX_ROUTING_KEY_BYTES:
             raise PublishError(f"routing key longer than {MAX_ROUTING_KEY_BYTES} bytes")
-        if not self.connected or self._publisher is None:
+        if not self.connected or not self._publishers:
             raise PublishError("not connected to the broker")
         await self._ensure_exchange(exchange)
         properties = Basic.Properties(
@@ -243,14 +262,18 @@ class AmqpBus:
         self._in_flight[message_id] = done
         try:
             result = await self._confirmed(
-                self._publisher,
-                lambda ch, timeout: ch.basic_publish(
+                self._pick_publisher(),
+                # wait=False: the channel's lock is released once the frame is queued for
+                # the connection's writer, not after it was written; the confirm is awaited
+                # all the same.
+                lambda ch, timeout: cast(aiormq.Channel, ch).basic_publish(
                     body,
                     exchange=exchange,
                     routing_key=routing_key,
                     properties=properties,
                     mandatory=True,
                     timeout=timeout,
+                    wait=False,
                 ),
             )
         finally:
@@ -258,6 +281,17 @@ class AmqpBus:
             done.set_result(None)
         if not isinstance(result, Basic.Ack):
             raise PublishError(f"not acknowledged by the broker: {result!r}")
+
+    def _pick_publisher(self) -> AbstractRobustChannel:
+        """The next channel of the pool, round robin, passing over closed ones (a refusal
+        closes a channel until it is reopened) unless every one is closed."""
+        pool = self._publishers
+        for _ in range(len(pool)):
+            channel = pool[self._next_publisher]
+            self._next_publisher = (self._next_publisher + 1) % len(pool)
+            if not channel.is_closed:
+                return channel
+        return channel
 
     async def _confirmed(
         self,
@@ -369,11 +403,13 @@ class AmqpBus:
         tag = message.delivery_tag
         if tag is None:
             return
+        # wait=False: queued for the connection's writer, not awaited until written (the
+        # broker redelivers whatever it did not get, as for a lost connection).
         try:
             if verdict.disposition is Disposition.ACK:
-                await channel.basic_ack(tag)
+                await channel.basic_ack(tag, wait=False)
             elif verdict.disposition is Disposition.REQUEUE:
-                await channel.basic_nack(tag, requeue=True)
+                await channel.basic_nack(tag, requeue=True, wait=False)
             else:
                 try:
                     await self.publish_dead_letter(queue, delivery, verdict.reason)
@@ -383,9 +419,9 @@ class AmqpBus:
                         message_id=delivery.message_id,
                         error=str(err),
                     )
-                    await channel.basic_nack(tag, requeue=True)
+                    await channel.basic_nack(tag, requeue=True, wait=False)
                 else:
-                    await channel.basic_ack(tag)
+                    await channel.basic_ack(tag, wait=False)
         except _CONNECTION_ERRORS as err:
             # The channel this delivery came on is gone; the broker redelivers it.
             _log.info("could not settle delivery", message_id=delivery.message_id, error=repr(err))
