@@ -24,7 +24,8 @@ from exchange.model.common import utc_now
 from exchange.network import NetworkLayout, init_network_dir
 
 NODES = ["AL-ARO", "RS-PPO", "MD-ARO"]
-T0 = utc_now().replace(microsecond=0)
+# after the certificates made by the fixtures (they are not valid before they were issued)
+T0 = utc_now().replace(microsecond=0) + timedelta(hours=1)
 
 
 @pytest.fixture(scope="module")
