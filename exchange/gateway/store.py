@@ -222,21 +222,6 @@ class MessageStore:
 
         return await self._db.call(run)
 
-    async def inbox_state(self, message_id: UUID) -> tuple[str, bool] | None:
-        """(digest, audited) of an already stored incoming message, else None.
-
-        `audited` is false when the node stopped between storing the message and
-        recording it in the audit log: a redelivery must then complete the record.
-        """
-
-        def run(conn: sqlite3.Connection) -> tuple[str, bool] | None:
-            row = conn.execute(
-                "SELECT digest, audited FROM inbox WHERE id = ?", (str(message_id),)
-            ).fetchone()
-            return None if row is None else (str(row[0]), bool(row[1]))
-
-        return await self._db.call(run)
-
     async def inbox_unaudited(self, limit: int = 10_000) -> list[InboxRecord]:
         """Stored messages whose audit record may be incomplete (the node stopped between
         storing and auditing them), oldest first."""
@@ -272,8 +257,7 @@ class MessageStore:
         respond_by: datetime | None,
     ) -> InboxArrival:
         """Store a verified incoming message unless its id is already stored, and say which
-        (with the stored copy's digest and audit flag): `inbox_state` and `inbox_store`
-        in one transaction."""
+        (with the stored copy's digest and audit flag), in one transaction."""
         values = sql.inbox_values(
             message_id, type, case, sender, in_reply_to, digest, envelope, received_at, respond_by
         )
@@ -300,18 +284,10 @@ class MessageStore:
         respond_by: datetime | None,
     ) -> int:
         """Store a verified incoming message once; return its cursor (the same on a repeat)."""
-        values = sql.inbox_values(
+        arrival = await self.inbox_receive(
             message_id, type, case, sender, in_reply_to, digest, envelope, received_at, respond_by
         )
-
-        def run(conn: sqlite3.Connection) -> int:
-            conn.execute(sql.INSERT_INBOX, values)
-            (cursor,) = conn.execute(
-                "SELECT cursor FROM inbox WHERE id = ?", (values[0],)
-            ).fetchone()
-            return int(cursor)
-
-        return await self._db.call(run)
+        return arrival.cursor
 
     # --- reads for HTTP -----------------------------------------------------------------------
 
