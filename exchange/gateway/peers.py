@@ -201,38 +201,39 @@ class PeerCheckpoints:
         return [Checkpoint.from_json(body) for body in await self._db.call(run)]
 
 
+_SELECT_SAME = "SELECT body FROM peer_checkpoints WHERE node = ? AND size = ?"
+_SELECT_CONTRADICTING = (
+    (
+        "SELECT body FROM peer_checkpoints WHERE node = ? AND size < ? AND time > ? "
+        "ORDER BY size DESC LIMIT 1",
+        "is dated before size {size}",
+    ),
+    (
+        "SELECT body FROM peer_checkpoints WHERE node = ? AND size > ? AND time < ? "
+        "ORDER BY size LIMIT 1",
+        "is dated after size {size}: the log was rewound",
+    ),
+)
+
+
+def _one(conn: sqlite3.Connection, query: str, args: tuple[Any, ...]) -> Checkpoint | None:
+    row = conn.execute(query, args).fetchone()
+    return None if row is None else Checkpoint.from_json(bytes(row[0]))
+
+
 def _compare(
     conn: sqlite3.Connection, cp: Checkpoint
 ) -> tuple[tuple[dict[str, Any], str] | None, bool]:
     """(conflict with an earlier checkpoint of the node and why, or None; seen already)."""
-    when = format_utc(cp.time)
-    same = conn.execute(
-        "SELECT body FROM peer_checkpoints WHERE node = ? AND size = ?", (cp.node, cp.size)
-    ).fetchone()
+    same = _one(conn, _SELECT_SAME, (cp.node, cp.size))
     if same is not None:
-        earlier = Checkpoint.from_json(bytes(same[0]))
-        if earlier.root != cp.root:
-            return (earlier.as_dict(), f"two roots for size {cp.size}"), False
+        if same.root != cp.root:
+            return (same.as_dict(), f"two roots for size {cp.size}"), False
         return None, True
-    below = conn.execute(
-        "SELECT body FROM peer_checkpoints WHERE node = ? AND size < ? AND time > ? "
-        "ORDER BY size DESC LIMIT 1",
-        (cp.node, cp.size, when),
-    ).fetchone()
-    if below is not None:
-        earlier = Checkpoint.from_json(bytes(below[0]))
-        return (earlier.as_dict(), f"size {cp.size} is dated before size {earlier.size}"), False
-    above = conn.execute(
-        "SELECT body FROM peer_checkpoints WHERE node = ? AND size > ? AND time < ? "
-        "ORDER BY size LIMIT 1",
-        (cp.node, cp.size, when),
-    ).fetchone()
-    if above is not None:
-        earlier = Checkpoint.from_json(bytes(above[0]))
-        return (
-            earlier.as_dict(),
-            f"size {cp.size} is dated after size {earlier.size}: the log was rewound",
-        ), False
+    for query, why in _SELECT_CONTRADICTING:
+        earlier = _one(conn, query, (cp.node, cp.size, format_utc(cp.time)))
+        if earlier is not None:
+            return (earlier.as_dict(), f"size {cp.size} " + why.format(size=earlier.size)), False
     return None, False
 
 
