@@ -6,7 +6,6 @@ that other node's log against it with `exchange audit verify --checkpoints`."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,42 +15,13 @@ from exchange.audit.entries import AuditEvent
 from exchange.cli import main as cli
 from exchange.demo.runner import (
     CASE,
-    NODES,
     PROSECUTOR_NETWORK,
     DemoNetwork,
-    free_base_port,
     load_payload,
 )
 from exchange.gateway import keys
-from exchange.network import init_network_dir
-from exchange.transport.memory import MemoryBus
-from exchange.transport.topology import Topology
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(params=["memory", "amqp"])
-async def network(
-    request: pytest.FixtureRequest, tmp_path: Path, prefix: str
-) -> AsyncIterator[DemoNetwork]:
-    kind = request.param
-    url = request.getfixturevalue("amqp_url") if kind == "amqp" else "amqp://unused/"
-    layout = init_network_dir(
-        tmp_path / "net",
-        NODES,
-        amqp_url=url,
-        base_port=free_base_port(len(NODES)),
-        bus=kind,
-        prefix=prefix,
-        networks={PROSECUTOR_NETWORK: NODES},
-    )
-    shared = MemoryBus(Topology(prefix)) if kind == "memory" else None
-    net = DemoNetwork(layout, shared)
-    await net.start()
-    try:
-        yield net
-    finally:
-        await net.stop()
 
 
 async def _checkpoint(net: DemoNetwork, node: str) -> dict[str, Any]:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,13 +21,10 @@ from exchange.crypto.pki import load_crl, revoke_node
 from exchange.crypto.signing import encode_envelope
 from exchange.demo.runner import (
     CASE,
-    NODES,
-    PROSECUTOR_NETWORK,
     DemoNetwork,
     DemoResult,
     _trust_store,
     follow_case,
-    free_base_port,
     load_payload,
     open_case,
     play,
@@ -39,36 +34,9 @@ from exchange.demo.runner import (
 )
 from exchange.gateway import keys
 from exchange.model.common import utc_now
-from exchange.network import init_network_dir
 from exchange.transport.bus import ACK, Delivery, Outgoing, Verdict
-from exchange.transport.memory import MemoryBus
-from exchange.transport.topology import Topology
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(params=["memory", "amqp"])
-async def network(
-    request: pytest.FixtureRequest, tmp_path: Path, prefix: str
-) -> AsyncIterator[DemoNetwork]:
-    kind = request.param
-    url = request.getfixturevalue("amqp_url") if kind == "amqp" else "amqp://unused/"
-    layout = init_network_dir(
-        tmp_path / "net",
-        NODES,
-        amqp_url=url,
-        base_port=free_base_port(len(NODES)),
-        bus=kind,
-        prefix=prefix,
-        networks={PROSECUTOR_NETWORK: NODES},
-    )
-    shared = MemoryBus(Topology(prefix)) if kind == "memory" else None
-    net = DemoNetwork(layout, shared)
-    await net.start()
-    try:
-        yield net
-    finally:
-        await net.stop()
 
 
 async def _deliver(network: DemoNetwork, sender: str, body: dict[str, Any]) -> dict[str, Any]:
