@@ -152,7 +152,7 @@ class AuditLog:
 
     # -- writing -------------------------------------------------------------------------
 
-    async def append(
+    def enqueue(
         self,
         event: AuditEvent | str,
         *,
@@ -164,12 +164,14 @@ class AuditLog:
         code: str | None = None,
         envelope: Mapping[str, Any] | None = None,
         detail: Mapping[str, Any] | None = None,
-    ) -> int:
-        """Record an event; returns its index once it is durably committed.
+    ) -> asyncio.Future[int]:
+        """Queue an event now; the future gives its index once it is durably committed.
+
+        Entries are written in the order they are queued, so a caller can queue several
+        without waiting for each (see `append`).
 
         `digest` is the hex SHA-256 of the envelope's canonical signed bytes (as in
         receipts); `envelope` is the signed wire dict, kept so auditors can verify it again.
-        Cancelling the caller does not withdraw an entry already queued.
         """
         fields = EntryFields.build(
             event,
@@ -187,7 +189,36 @@ class AuditLog:
         self._check_open()
         future: asyncio.Future[int] = self._loop.create_future()
         self._requests.put(_Append(fields, future))
-        return await future
+        return future
+
+    async def append(
+        self,
+        event: AuditEvent | str,
+        *,
+        actor: str | None = None,
+        role: str | None = None,
+        message_id: UUID | str | None = None,
+        case: str | None = None,
+        digest: str | None = None,
+        code: str | None = None,
+        envelope: Mapping[str, Any] | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Record an event (as `enqueue`); returns its index once it is durably committed.
+
+        Cancelling the caller does not withdraw an entry already queued.
+        """
+        return await self.enqueue(
+            event,
+            actor=actor,
+            role=role,
+            message_id=message_id,
+            case=case,
+            digest=digest,
+            code=code,
+            envelope=envelope,
+            detail=detail,
+        )
 
     async def checkpoint(self) -> Checkpoint | None:
         """Sign a checkpoint now if entries were added since the last one; return the latest.

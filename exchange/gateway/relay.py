@@ -359,11 +359,10 @@ class Relay:
             sender=header.sender,
             type=header.type.value,
         )
-        # The row is committed: the receipt is signed and published while the audit log
-        # commits `verified` and `stored`; `receipt_sent` follows both, so the log keeps
-        # its order, and nothing is acked before all three are durable.
-        recorded = asyncio.ensure_future(self._audit_stored(verified))
-        recorded.add_done_callback(_retrieve)
+        # The row is committed: `verified` and `stored` are queued on the audit log while
+        # the receipt is signed and published; `receipt_sent` is queued after them, so the
+        # log keeps its order, and nothing is acked before all three are durable.
+        recorded = self._audit_stored(verified)
         self._recording[header.id] = recorded
         recorded.add_done_callback(lambda _: self._recording.pop(header.id, None))
         return await self._send_receipt(
@@ -412,17 +411,39 @@ class Relay:
             _log.info("audit.recovered", node=self.node_id, messages=len(pending), added=added)
             return added
 
-    async def _audit_stored(self, verified: VerifiedEnvelope) -> None:
-        """Record that a message was verified and stored; the inbox row notes it is done.
+    def _audit_stored(self, verified: VerifiedEnvelope) -> asyncio.Future[None]:
+        """Queue the entries that say a message was verified and stored; the future is done
+        once both are durable. The inbox row's `audited` flag is set after that, without
+        holding the delivery for it: the flag only spares `recover_audit` a look at the log.
 
-        Never acked before this returns, so a node killed half-way gets the message again
-        and completes the record then (the inbox row's `audited` flag says whether to).
+        Never acked before the entries are durable, so a node killed half-way gets the
+        message again and completes the record then.
         """
-        await asyncio.gather(
-            self._audit_incoming(AuditEvent.VERIFIED, verified, envelope=True),
-            self._audit_incoming(AuditEvent.STORED, verified),
+        queued = (
+            self._enqueue_incoming(AuditEvent.VERIFIED, verified, envelope=True),
+            self._enqueue_incoming(AuditEvent.STORED, verified),
         )
-        await self._store.inbox_mark_audited(verified.envelope.header.id)
+        for future in queued:
+            future.add_done_callback(_retrieve)
+        entries = asyncio.gather(*queued)
+        message_id = verified.envelope.header.id
+        recorded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def entries_done(done: asyncio.Future[tuple[int, int]]) -> None:
+            if done.cancelled():
+                recorded.cancel()
+                return
+            error = done.exception()
+            if error is not None:
+                recorded.set_exception(error)
+                return
+            recorded.set_result(None)
+            mark = asyncio.ensure_future(self._store.inbox_mark_audited(message_id))
+            mark.add_done_callback(_retrieve)
+
+        entries.add_done_callback(entries_done)
+        recorded.add_done_callback(_retrieve)
+        return recorded
 
     def _check_routing(self, delivery: Delivery, header: Header) -> None:
         """The broker-authenticated routing key must agree with the signed header."""
@@ -623,9 +644,8 @@ class Relay:
                 await recorded
             # Accepted messages are already stored: requeue so the receipt is sent again.
             return REQUEUE if refusal is None else dead_letter(refusal[0])
-        if recorded is not None:
-            await recorded
-        await self._audit.append(
+        # Queued after the message's own entries (if any), so written after them.
+        sent = self._audit.enqueue(
             AuditEvent.RECEIPT_SENT,
             message_id=original.id,
             case=original.case,
@@ -634,6 +654,10 @@ class Relay:
             envelope=envelope,
             detail={"to": original.sender, "receipt_id": str(header.id)},
         )
+        sent.add_done_callback(_retrieve)
+        if recorded is not None:
+            await recorded
+        await sent
         self._metrics.receipt("sent", "accepted" if refusal is None else "rejected")
         return ACK
 
@@ -645,8 +669,18 @@ class Relay:
         envelope: bool = False,
         code: str | None = None,
     ) -> int:
+        return await self._enqueue_incoming(event, verified, envelope=envelope, code=code)
+
+    def _enqueue_incoming(
+        self,
+        event: AuditEvent,
+        verified: VerifiedEnvelope,
+        *,
+        envelope: bool = False,
+        code: str | None = None,
+    ) -> asyncio.Future[int]:
         header = verified.envelope.header
-        return await self._audit.append(
+        return self._audit.enqueue(
             event,
             message_id=header.id,
             case=header.case,

@@ -48,6 +48,11 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_result(result)
 
 
+def _settle_all(settled: list[tuple[asyncio.Future[Any], _Outcome]]) -> None:
+    for future, (result, error) in settled:
+        _settle(future, result, error)
+
+
 class SqliteThread:
     """A durable SQLite database (WAL, synchronous=FULL) served by one worker thread."""
 
@@ -139,10 +144,15 @@ class SqliteThread:
             outcomes = [cls._alone(conn, op) for op in group]
         except Exception as exc:
             outcomes = [(None, exc)] * len(group)
-        for op, (result, error) in zip(group, outcomes, strict=True):
+        # One wake-up of each caller's loop for the whole group, not one per operation:
+        # every call_soon_threadsafe writes to the loop's self-pipe and takes the GIL back.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], _Outcome]]] = {}
+        for op, outcome in zip(group, outcomes, strict=True):
+            by_loop.setdefault(op.loop, []).append((op.future, outcome))
+        for loop, settled in by_loop.items():
             # RuntimeError: the caller's loop is closed, so nobody is waiting any more.
             with contextlib.suppress(RuntimeError):
-                op.loop.call_soon_threadsafe(_settle, op.future, result, error)
+                loop.call_soon_threadsafe(_settle_all, settled)
 
     @staticmethod
     def _transaction(conn: sqlite3.Connection, group: list[_Op]) -> list[_Outcome]:
