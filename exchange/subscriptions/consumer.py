@@ -11,10 +11,9 @@ out to a whole network, and the broker's confirm is the publisher's proof of sen
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
 import orjson
@@ -30,7 +29,7 @@ from exchange.log import get_logger
 from exchange.model.case_update import CaseUpdate
 from exchange.model.common import MessageType, utc_now
 from exchange.schemas import validate_payload
-from exchange.subscriptions.records import NewCaseEvent, Stored
+from exchange.subscriptions.records import AuditIntent, NewCaseEvent, Stored
 from exchange.transport.bus import ACK, Delivery, Verdict, dead_letter
 from exchange.transport.topology import Topology
 
@@ -40,7 +39,17 @@ if TYPE_CHECKING:
 
 _log = get_logger(__name__)
 
-StoreUpdate = Callable[[NewCaseEvent], Awaitable[Stored]]
+
+class StoreUpdate(Protocol):
+    """`CaseUpdates.store_update`: store once, then write the audit entries it owes."""
+
+    def __call__(
+        self,
+        event: NewCaseEvent,
+        *,
+        audit: Sequence[AuditIntent] = ...,
+        envelope: Mapping[str, Any] | None = ...,
+    ) -> Awaitable[Stored]: ...
 
 
 def update_policy(config: NodeConfig, trust: TrustStore) -> VerificationPolicy:
@@ -111,6 +120,9 @@ class UpdateConsumer:
             # bound before the subscription narrowed: not followed here any more
             _log.info("case_update.not_followed", message_id=str(header.id), case=update.case)
             return ACK
+        # A redelivery whose first arrival was cut short before its audit entries were
+        # durable completes them here; a fresh one writes them before it is acked.
+        detail = _detail(header.sender, update)
         stored = await self._store_update(
             NewCaseEvent(
                 id=header.id,
@@ -123,7 +135,12 @@ class UpdateConsumer:
                 created_at=header.created_at,
                 received_at=received_at,
                 envelope=delivery.body,
-            )
+            ),
+            audit=[
+                AuditIntent(AuditEvent.VERIFIED.value, envelope=True, detail=detail),
+                AuditIntent(AuditEvent.STORED.value, detail=detail),
+            ],
+            envelope=verified.raw,
         )
         if stored.digest != verified.digest:
             replayed = VerificationError(
@@ -135,24 +152,6 @@ class UpdateConsumer:
             await self._peers.observe_headers(delivery.headers, header.sender)
         if not stored.new:
             return ACK  # a redelivery, or our own update coming back: held once already
-        detail = _detail(header.sender, update, stored.cursor)
-        await asyncio.gather(  # one group commit of the log for both entries
-            self._audit.append(
-                AuditEvent.VERIFIED,
-                message_id=header.id,
-                case=header.case,
-                digest=verified.digest,
-                envelope=verified.raw,
-                detail=detail,
-            ),
-            self._audit.append(
-                AuditEvent.STORED,
-                message_id=header.id,
-                case=header.case,
-                digest=verified.digest,
-                detail=detail,
-            ),
-        )
         _log.info(
             "case_update.stored",
             message_id=str(header.id),
@@ -225,13 +224,13 @@ class UpdateConsumer:
         return dead_letter(err.code)
 
 
-def _detail(sender: str, update: CaseUpdate, cursor: int) -> dict[str, Any]:
+def _detail(sender: str, update: CaseUpdate) -> dict[str, Any]:
+    """The audit detail of a received update (its `cursor` is added once it is stored)."""
     return {
         "from": sender,
         "type": MessageType.CASE_UPDATE.value,
         "network": update.network,
         "event": update.event.value,
-        "cursor": cursor,
     }
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
@@ -37,7 +37,7 @@ from exchange.subscriptions.automatic import (
 from exchange.subscriptions.consumer import UpdateConsumer
 from exchange.subscriptions.feed import EventFeed
 from exchange.subscriptions.publisher import UpdatePublisher
-from exchange.subscriptions.records import NewCaseEvent, Stored
+from exchange.subscriptions.records import AuditIntent, NewCaseEvent, Stored
 from exchange.subscriptions.store import SubscriptionStore
 from exchange.subscriptions.webhooks import Webhook, WebhookWorker, load_webhooks
 from exchange.transport.topology import Topology
@@ -56,6 +56,12 @@ INBOX_POLL_SECONDS = 0.25
 INBOX_PAGE = 200
 AUTOMATIC_ACTOR = "gateway"
 _TRIGGERS = frozenset(t.value for t in AUTO_UPDATE_TYPES)
+
+
+AUDIT_RECOVERY_ROWS = 1_000
+"""Most updates whose audit entries are completed in one pass of `complete_audit`."""
+AUDIT_RECOVERY_SCAN = 20_000
+"""How many of the newest audit entries are searched for those already written."""
 
 
 class MessageHook(Protocol):
@@ -89,6 +95,8 @@ class CaseUpdates:
         self._signer = signer
         self._audit = audit
         self._webhooks = dict(webhooks)
+        self._auditing: dict[UUID, asyncio.Future[None]] = {}
+        self._recovery = asyncio.Lock()
         self._worker = WebhookWorker(hooks=webhooks, store=store, audit=audit, feed=self.feed)
         self._publisher: UpdatePublisher | None = None
         self._consumer: ConsumerHandle | None = None
@@ -127,6 +135,7 @@ class CaseUpdates:
             peers=peers,
         )
         service.feed.last_cursor = await store.last_cursor()
+        await service.complete_audit()
         return service
 
     # -- life cycle ----------------------------------------------------------------------
@@ -189,15 +198,102 @@ class CaseUpdates:
 
     # -- storing -------------------------------------------------------------------------
 
-    async def store_update(self, event: NewCaseEvent, *, routing_key: str | None = None) -> Stored:
-        """Store an update once (queueing its publish and webhook jobs); wake the readers."""
+    async def store_update(
+        self,
+        event: NewCaseEvent,
+        *,
+        routing_key: str | None = None,
+        audit: Sequence[AuditIntent] = (),
+        envelope: Mapping[str, Any] | None = None,
+    ) -> Stored:
+        """Store an update once (queueing its publish and webhook jobs); wake the readers;
+        write its `audit` entries (`envelope`: the parsed signed envelope, for the entries
+        that keep it). A repeat whose entries are still owed (its first arrival was cut
+        short) completes them; nothing else is written twice."""
         hooks = [k for k, h in self._webhooks.items() if h.wants(event.network, event.case)]
-        stored = await self.store.record(event, routing_key=routing_key, webhooks=hooks)
+        stored = await self.store.record(
+            event, routing_key=routing_key, webhooks=hooks, audit=audit
+        )
         if stored.new:
             self.feed.publish(event.stored_as(stored.cursor))
             if routing_key is not None and self._publisher is not None:
                 self._publisher.wake()
+            if audit:
+                doc = envelope if envelope is not None else orjson.loads(event.envelope)
+                writing = asyncio.ensure_future(
+                    self._write_audit(event.id, event.case, event.digest, stored.cursor, audit, doc)
+                )
+                self._auditing[event.id] = writing
+                writing.add_done_callback(lambda _: self._auditing.pop(event.id, None))
+                await asyncio.shield(writing)
+        elif stored.audit_owed:
+            in_progress = self._auditing.get(event.id)
+            if in_progress is not None:
+                await asyncio.shield(in_progress)
+            else:
+                await self.complete_audit()
         return stored
+
+    async def _write_audit(
+        self,
+        update_id: UUID,
+        case: str,
+        digest: str,
+        cursor: int,
+        intents: Sequence[AuditIntent],
+        envelope: Mapping[str, Any],
+    ) -> None:
+        """Write the entries (queued together, so in order and in one group commit), then
+        clear them from the update's row."""
+        await asyncio.gather(
+            *(
+                self._audit.enqueue(
+                    intent.event,
+                    actor=intent.actor,
+                    role=intent.role,
+                    message_id=update_id,
+                    case=case,
+                    digest=digest,
+                    envelope=envelope if intent.envelope else None,
+                    detail={**intent.detail, "cursor": cursor},
+                )
+                for intent in intents
+            )
+        )
+        await self.store.audit_written(update_id)
+
+    async def complete_audit(self) -> int:
+        """Write the audit entries that updates stored just before the node stopped still
+        owe (those not found among the log's newest entries); return how many were added.
+
+        Runs when the service opens, and when a redelivered update still owes entries.
+        """
+        async with self._recovery:
+            owed = await self.store.audit_owed(AUDIT_RECOVERY_ROWS)
+            if not owed:
+                return 0
+            size = self._audit.head.size
+            start = max(0, size - AUDIT_RECOVERY_SCAN)
+            written = {
+                (str(entry.event), entry.message_id)
+                for entry in await self._audit.entries(start, size - start)
+            }
+            added = 0
+            for record, intents in owed:
+                if record.id in self._auditing:  # being written by its first arrival
+                    continue
+                missing = [i for i in intents if (i.event, str(record.id)) not in written]
+                if missing:
+                    doc = orjson.loads(record.envelope)
+                    await self._write_audit(
+                        record.id, record.case, record.digest, record.cursor, missing, doc
+                    )
+                    added += len(missing)
+                else:
+                    await self.store.audit_written(record.id)
+            if added:
+                _log.warning("audit.case_updates_recovered", node=self.node_id, entries=added)
+            return added
 
     async def accept(
         self, envelope: Mapping[str, Any], *, actor: str | None, role: str | None
@@ -222,7 +318,7 @@ class CaseUpdates:
     ) -> Stored:
         digest = sha256_hex(signing_input(envelope["header"], envelope["payload"]))
         now = utc_now()
-        stored = await self.store_update(
+        return await self.store_update(
             NewCaseEvent(
                 id=header.id,
                 network=update.network,
@@ -238,19 +334,17 @@ class CaseUpdates:
             routing_key=self.topology.case_routing_key(
                 update.network, update.case, update.event.value
             ),
+            audit=[
+                AuditIntent(
+                    event.value,
+                    actor=actor,
+                    role=role,
+                    envelope=True,
+                    detail={"network": update.network, **detail},
+                )
+            ],
+            envelope=envelope,
         )
-        if stored.new:
-            await self._audit.append(
-                event,
-                actor=actor,
-                role=role,
-                message_id=header.id,
-                case=header.case,
-                digest=digest,
-                envelope=envelope,
-                detail={"network": update.network, "cursor": stored.cursor, **detail},
-            )
-        return stored
 
     # -- automatic updates -----------------------------------------------------------------
 

@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import orjson
+
 from exchange.gateway.sqlite_thread import SqliteThread
 from exchange.model.common import format_utc
 from exchange.subscriptions.records import (
+    AuditIntent,
     CaseEventRecord,
     NewCaseEvent,
     PendingPublish,
@@ -25,7 +28,7 @@ from exchange.subscriptions.records import (
     WebhookJob,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS case_events (
@@ -39,10 +42,13 @@ CREATE TABLE IF NOT EXISTS case_events (
     digest TEXT NOT NULL,
     created_at TEXT NOT NULL,
     received_at TEXT NOT NULL,
-    envelope BLOB NOT NULL
+    envelope BLOB NOT NULL,
+    audit_owed TEXT
 );
 CREATE INDEX IF NOT EXISTS case_events_network ON case_events(network, "case", cursor);
 CREATE INDEX IF NOT EXISTS case_events_case ON case_events("case", cursor);
+CREATE INDEX IF NOT EXISTS case_events_audit_owed ON case_events(cursor)
+    WHERE audit_owed IS NOT NULL;
 CREATE TABLE IF NOT EXISTS update_outbox (
     id TEXT PRIMARY KEY REFERENCES case_events(id),
     routing_key TEXT NOT NULL,
@@ -93,6 +99,8 @@ def _setup(conn: sqlite3.Connection) -> None:
     (version,) = conn.execute("PRAGMA user_version").fetchone()
     if version > SCHEMA_VERSION:
         raise RuntimeError(f"subscriptions schema version {version} is newer than this program's")
+    if version == 1:  # version 2 added the audit entries a row owes (none for older rows)
+        conn.execute("ALTER TABLE case_events ADD COLUMN audit_owed TEXT")
     for statement in SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)
@@ -143,8 +151,10 @@ class SubscriptionStore:
         *,
         routing_key: str | None = None,
         webhooks: Sequence[str] = (),
+        audit: Sequence[AuditIntent] = (),
     ) -> Stored:
-        """Store an update once; with `routing_key`, also owe its publish; queue webhook jobs.
+        """Store an update once; with `routing_key`, also owe its publish; queue webhook jobs;
+        note the `audit` entries it owes (cleared by `audit_written`).
 
         A repeat of a stored id changes nothing and answers `new=False` with the digest held,
         so the caller can tell a redelivery from a different message reusing the id.
@@ -160,21 +170,23 @@ class SubscriptionStore:
             _ts(event.created_at),
             _ts(event.received_at),
             event.envelope,
+            orjson.dumps([intent.to_json() for intent in audit]) if audit else None,
         )
         now = _ts(event.received_at)
 
         def run(conn: sqlite3.Connection) -> Stored:
             inserted = conn.execute(
                 'INSERT OR IGNORE INTO case_events (id, network, "case", event, sender, '
-                "direction, digest, created_at, received_at, envelope) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "direction, digest, created_at, received_at, envelope, audit_owed) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 values,
             ).rowcount
-            cursor, digest = conn.execute(
-                "SELECT cursor, digest FROM case_events WHERE id = ?", (values[0],)
+            cursor, digest, owed = conn.execute(
+                "SELECT cursor, digest, audit_owed IS NOT NULL FROM case_events WHERE id = ?",
+                (values[0],),
             ).fetchone()
             if not inserted:
-                return Stored(int(cursor), False, str(digest))
+                return Stored(int(cursor), False, str(digest), bool(owed))
             if routing_key is not None:
                 conn.execute(
                     "INSERT INTO update_outbox (id, routing_key, next_attempt_at) VALUES (?, ?, ?)",
@@ -184,9 +196,33 @@ class SubscriptionStore:
                 "INSERT INTO webhook_jobs (webhook, cursor, next_attempt_at) VALUES (?, ?, ?)",
                 [(hook, cursor, now) for hook in webhooks],
             )
-            return Stored(int(cursor), True, str(digest))
+            return Stored(int(cursor), True, str(digest), bool(owed))
 
         return await self._db.call(run)
+
+    async def audit_owed(self, limit: int) -> list[tuple[CaseEventRecord, list[AuditIntent]]]:
+        """The oldest updates whose audit entries are not all known to be written."""
+
+        def run(conn: sqlite3.Connection) -> list[tuple[CaseEventRecord, list[AuditIntent]]]:
+            rows = conn.execute(
+                f"SELECT {_EVENT_COLUMNS}, audit_owed FROM case_events "  # noqa: S608
+                "WHERE audit_owed IS NOT NULL ORDER BY cursor LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [
+                (_record(row[:-1]), [AuditIntent.from_json(d) for d in orjson.loads(row[-1])])
+                for row in rows
+            ]
+
+        return await self._db.call(run)
+
+    async def audit_written(self, update_id: UUID) -> None:
+        """The update's audit entries are all durable: it owes none any more."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE case_events SET audit_owed = NULL WHERE id = ?", (str(update_id),))
+
+        await self._db.call(run)
 
     async def events_after(
         self,

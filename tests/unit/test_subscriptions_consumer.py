@@ -215,3 +215,117 @@ async def test_a_case_outside_the_chosen_cases_is_not_kept(
     finally:
         await service.close()
         await audit.close()
+
+
+# --- the audit record of an update cut short between its two commits -------------------------
+#
+# The update's row and its audit entries are two files. The row is committed first, with the
+# entries it owes; a node stopped before they are durable writes them when it starts again,
+# or when the broker delivers the update again. Each entry is written once.
+
+
+async def open_node(network: NetworkLayout, data: Path) -> Node:
+    config = network.config("RS-PPO", environ={"EXCHANGE_DATA_DIR": str(data)})
+    signer, trust = load_identity(config)
+    audit = await AuditLog.open(config.audit_path, signer)
+    service = await CaseUpdates.open(config, signer=signer, trust=trust, audit=audit)
+    return Node(service, audit)
+
+
+async def test_an_update_stored_when_the_node_stopped_is_audited_when_it_starts_again(
+    network: NetworkLayout, tmp_path: Path
+) -> None:
+    envelope, key = signed_update(network)
+    body = encode_envelope(envelope)
+    node = await open_node(network, tmp_path)
+    await node.audit.close()  # the node stops between the store's commit and the log's
+    with pytest.raises(RuntimeError, match="audit log is closed"):
+        await node.deliver(body, key)
+    assert await node.stored() == [envelope["header"]["id"]]  # the row is committed
+    await node.service.close()
+
+    node = await open_node(network, tmp_path)  # the restart completes the record
+    try:
+        entries = await node.audit.entries(0, 10)
+        assert [(e.event.value, e.message_id) for e in entries] == [
+            ("verified", envelope["header"]["id"]),
+            ("stored", envelope["header"]["id"]),
+        ]
+        assert entries[0].envelope == envelope  # the signed envelope, for auditors
+        assert entries[1].detail["cursor"] == 1 and entries[1].detail["from"] == "AL-ARO"
+        assert await node.service.store.audit_owed(10) == []
+        assert await node.deliver(body, key) == ACK  # the broker's redelivery: nothing more
+        assert await node.audited() == [("verified", None), ("stored", None)]
+    finally:
+        await node.service.close()
+        await node.audit.close()
+
+
+async def test_a_redelivered_update_completes_an_audit_record_that_failed(
+    network: NetworkLayout, rs: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    envelope, key = signed_update(network)
+    body = encode_envelope(envelope)
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise OSError("no space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(rs.audit, "enqueue", failing)
+        with pytest.raises(OSError):
+            await rs.deliver(body, key)  # not acked: the broker delivers it again
+    assert await rs.audited() == []
+    assert len(await rs.service.store.audit_owed(10)) == 1
+    assert await rs.deliver(body, key) == ACK
+    assert await rs.audited() == [("verified", None), ("stored", None)]
+    assert await rs.service.store.audit_owed(10) == []
+    assert await rs.deliver(body, key) == ACK
+    assert await rs.audited() == [("verified", None), ("stored", None)]
+    assert await rs.stored() == [envelope["header"]["id"]]
+
+
+async def test_entries_written_before_the_row_was_cleared_are_not_written_again(
+    network: NetworkLayout, tmp_path: Path
+) -> None:
+    envelope, key = signed_update(network)
+    node = await open_node(network, tmp_path)
+
+    async def cut(update_id: uuid.UUID) -> None:  # the node stops just before clearing the row
+        raise RuntimeError("stopped")
+
+    node.service.store.audit_written = cut  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="stopped"):
+        await node.deliver(encode_envelope(envelope), key)
+    assert await node.audited() == [("verified", None), ("stored", None)]
+    await node.service.close()
+    await node.audit.close()
+
+    node = await open_node(network, tmp_path)
+    try:  # closing signed a checkpoint; the update's entries are there once
+        assert await node.audited() == [("verified", None), ("stored", None), ("checkpoint", None)]
+        assert await node.service.store.audit_owed(10) == []
+    finally:
+        await node.service.close()
+        await node.audit.close()
+
+
+async def test_an_update_a_client_submitted_before_the_node_stopped_is_audited_accepted(
+    network: NetworkLayout, tmp_path: Path
+) -> None:
+    envelope, _ = signed_update(network, sender="RS-PPO")
+    node = await open_node(network, tmp_path)
+    await node.audit.close()
+    with pytest.raises(RuntimeError, match="audit log is closed"):
+        await node.service.accept(envelope, actor="cp-1", role="contact-point")
+    await node.service.close()
+
+    node = await open_node(network, tmp_path)
+    try:
+        (entry,) = await node.audit.entries(0, 10)
+        assert (entry.event.value, entry.message_id) == ("accepted", envelope["header"]["id"])
+        assert (entry.actor, entry.role, entry.envelope) == ("cp-1", "contact-point", envelope)
+        assert entry.detail == {"network": "see-pcn", "cursor": 1}
+        assert await node.service.store.audit_owed(10) == []
+    finally:
+        await node.service.close()
+        await node.audit.close()

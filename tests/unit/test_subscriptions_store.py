@@ -4,7 +4,9 @@ the publish and webhook work owed for an update committed with it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from exchange.model.common import utc_now
-from exchange.subscriptions.records import NewCaseEvent
+from exchange.subscriptions.records import AuditIntent, NewCaseEvent
 from exchange.subscriptions.store import SubscriptionStore
 
 
@@ -111,3 +113,32 @@ async def test_the_store_survives_a_restart_with_its_cursor(tmp_path: Path) -> N
         assert await second.get_meta("k") == "v"
     finally:
         await second.close()
+
+
+async def test_a_store_of_schema_version_1_is_upgraded_and_its_rows_owe_no_audit(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "subscriptions.sqlite3"
+    store = await SubscriptionStore.open(path)
+    old = event()
+    await store.record(old)
+    await store.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # as version 1 left it
+        conn.execute("DROP INDEX case_events_audit_owed")
+        conn.execute("ALTER TABLE case_events DROP COLUMN audit_owed")
+        conn.execute("PRAGMA user_version=1")
+        conn.commit()
+    store = await SubscriptionStore.open(path)
+    try:
+        assert await store.audit_owed(10) == []
+        new = event()
+        intent = AuditIntent("stored", detail={"from": "AL-ARO"})
+        stored = await store.record(new, audit=[intent])
+        assert (stored.new, stored.audit_owed) == (True, True)
+        ((record, intents),) = await store.audit_owed(10)
+        assert (record.id, intents) == (new.id, [intent])
+        await store.audit_written(new.id)
+        assert await store.audit_owed(10) == []
+        assert [r.id for r in await store.events_after(0, 10)] == [old.id, new.id]
+    finally:
+        await store.close()
