@@ -152,38 +152,13 @@ class AuditLog:
 
     # -- writing -------------------------------------------------------------------------
 
-    def enqueue(
-        self,
-        event: AuditEvent | str,
-        *,
-        actor: str | None = None,
-        role: str | None = None,
-        message_id: UUID | str | None = None,
-        case: str | None = None,
-        digest: str | None = None,
-        code: str | None = None,
-        envelope: Mapping[str, Any] | None = None,
-        detail: Mapping[str, Any] | None = None,
-    ) -> asyncio.Future[int]:
-        """Queue an event now; the future gives its index once it is durably committed.
+    def enqueue(self, fields: EntryFields) -> asyncio.Future[int]:
+        """Queue an entry now (`EntryFields.build`, as `append` takes them); the future gives
+        its index once it is durably committed.
 
         Entries are written in the order they are queued, so a caller can queue several
-        without waiting for each (see `append`).
-
-        `digest` is the hex SHA-256 of the envelope's canonical signed bytes (as in
-        receipts); `envelope` is the signed wire dict, kept so auditors can verify it again.
+        without waiting for each. Cancelling a waiter does not withdraw the entry.
         """
-        fields = EntryFields.build(
-            event,
-            actor=actor,
-            role=role,
-            message_id=message_id,
-            case=case,
-            code=code,
-            digest=digest,
-            envelope=envelope,
-            detail=detail,
-        )
         if fields.event is AuditEvent.CHECKPOINT:
             raise ValueError("checkpoint entries are written by the log itself")
         self._check_open()
@@ -204,20 +179,24 @@ class AuditLog:
         envelope: Mapping[str, Any] | None = None,
         detail: Mapping[str, Any] | None = None,
     ) -> int:
-        """Record an event (as `enqueue`); returns its index once it is durably committed.
+        """Record an event; returns its index once it is durably committed.
 
+        `digest` is the hex SHA-256 of the envelope's canonical signed bytes (as in
+        receipts); `envelope` is the signed wire dict, kept so auditors can verify it again.
         Cancelling the caller does not withdraw an entry already queued.
         """
         return await self.enqueue(
-            event,
-            actor=actor,
-            role=role,
-            message_id=message_id,
-            case=case,
-            digest=digest,
-            code=code,
-            envelope=envelope,
-            detail=detail,
+            EntryFields.build(
+                event,
+                actor=actor,
+                role=role,
+                message_id=message_id,
+                case=case,
+                code=code,
+                digest=digest,
+                envelope=envelope,
+                detail=detail,
+            )
         )
 
     async def checkpoint(self) -> Checkpoint | None:

@@ -21,7 +21,7 @@ from uuid import UUID, uuid4
 import orjson
 from pydantic import BaseModel
 
-from exchange.audit.entries import AuditEvent
+from exchange.audit.entries import AuditEvent, EntryFields
 from exchange.crypto.canonical import canonicalize, sha256_hex
 from exchange.crypto.signing import encode_envelope
 from exchange.crypto.verify import VerificationPolicy, VerifiedEnvelope, verify_envelope
@@ -646,13 +646,15 @@ class Relay:
             return REQUEUE if refusal is None else dead_letter(refusal[0])
         # Queued after the message's own entries (if any), so written after them.
         sent = self._audit.enqueue(
-            AuditEvent.RECEIPT_SENT,
-            message_id=original.id,
-            case=original.case,
-            digest=digest,
-            code=None if refusal is None else refusal[0],
-            envelope=envelope,
-            detail={"to": original.sender, "receipt_id": str(header.id)},
+            EntryFields.build(
+                AuditEvent.RECEIPT_SENT,
+                message_id=original.id,
+                case=original.case,
+                digest=digest,
+                code=None if refusal is None else refusal[0],
+                envelope=envelope,
+                detail={"to": original.sender, "receipt_id": str(header.id)},
+            )
         )
         sent.add_done_callback(_retrieve)
         if recorded is not None:
@@ -681,13 +683,15 @@ class Relay:
     ) -> asyncio.Future[int]:
         header = verified.envelope.header
         return self._audit.enqueue(
-            event,
-            message_id=header.id,
-            case=header.case,
-            digest=verified.digest,
-            code=code,
-            envelope=verified.raw if envelope else None,
-            detail={"from": header.sender, "type": header.type.value},
+            EntryFields.build(
+                event,
+                message_id=header.id,
+                case=header.case,
+                digest=verified.digest,
+                code=code,
+                envelope=verified.raw if envelope else None,
+                detail={"from": header.sender, "type": header.type.value},
+            )
         )
 
 

@@ -18,7 +18,7 @@ from uuid import UUID
 
 import orjson
 
-from exchange.audit.entries import AuditEvent
+from exchange.audit.entries import AuditEvent, EntryFields
 from exchange.config import AUTO_UPDATE_TYPES, NetworkConfig, NodeConfig
 from exchange.crypto.canonical import sha256_hex
 from exchange.crypto.signing import encode_envelope, signing_input
@@ -248,14 +248,16 @@ class CaseUpdates:
         await asyncio.gather(
             *(
                 self._audit.enqueue(
-                    intent.event,
-                    actor=intent.actor,
-                    role=intent.role,
-                    message_id=update_id,
-                    case=case,
-                    digest=digest,
-                    envelope=envelope if intent.envelope else None,
-                    detail={**intent.detail, "cursor": cursor},
+                    EntryFields.build(
+                        intent.event,
+                        actor=intent.actor,
+                        role=intent.role,
+                        message_id=update_id,
+                        case=case,
+                        digest=digest,
+                        envelope=envelope if intent.envelope else None,
+                        detail={**intent.detail, "cursor": cursor},
+                    )
                 )
                 for intent in intents
             )
