@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -36,6 +36,7 @@ DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 PREFIX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 TOKEN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # noqa: S105 (a pattern, not a secret)
 SHA256_HEX_PATTERN = r"^[0-9a-f]{64}$"
+AmqpUrl = Annotated[str, Field(pattern=r"^amqps?://")]
 STORE_FILE = "store.sqlite3"
 AUDIT_FILE = "audit.sqlite3"
 PEERS_FILE = "peers.sqlite3"
@@ -173,6 +174,12 @@ class NodeConfig(BaseModel):
     listen_host: str = Field(default="127.0.0.1", min_length=1)
     listen_port: int = Field(default=8101, ge=0, le=65535)
     amqp_url: str = Field(default=DEFAULT_AMQP_URL, pattern=r"^amqps?://")
+    amqp_failover_urls: tuple[AmqpUrl, ...] = Field(
+        default=(),
+        description="Other nodes of the broker's cluster, same scheme as amqp_url: tried in "
+        "turn when amqp_url does not answer at start-up, and one after the other after a "
+        "lost connection (EXCHANGE_AMQP_FAILOVER_URLS: comma-separated).",
+    )
     bus: Literal["amqp", "memory"] = "amqp"
     topology_prefix: str = Field(default="xb", pattern=PREFIX_PATTERN)
     data_dir: Path
@@ -217,6 +224,19 @@ class NodeConfig(BaseModel):
         if len({t.sha256 for t in value}) != len(value):
             raise ValueError("two tokens have the same hash")
         return value
+
+    @model_validator(mode="after")
+    def _failover_same_scheme(self) -> NodeConfig:
+        tls = self.amqp_url.startswith("amqps://")
+        odd = [u for u in self.amqp_failover_urls if u.startswith("amqps://") != tls]
+        if odd:
+            raise ValueError(
+                "amqp_failover_urls must use the scheme of amqp_url "
+                f"({'amqps' if tls else 'amqp'}://), not: {', '.join(odd)}"
+            )
+        if len(set((self.amqp_url, *self.amqp_failover_urls))) != 1 + len(self.amqp_failover_urls):
+            raise ValueError("amqp_failover_urls must not repeat amqp_url or each other")
+        return self
 
     @model_validator(mode="after")
     def _networks_valid(self) -> NodeConfig:
@@ -353,7 +373,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
                     f"environment variable {key} ({'.'.join(parts)}) is not valid JSON",
                     errors=[FieldError(".".join(parts), "not valid JSON")],
                 ) from None
-        elif parts == ["nodes"]:
+        elif parts in (["nodes"], ["amqp_failover_urls"]):
             value = [n.strip() for n in raw.split(",") if n.strip()]
         target = out
         for part in parts[:-1]:

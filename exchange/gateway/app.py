@@ -106,6 +106,7 @@ def build_bus(config: NodeConfig) -> Bus:
         node_id=config.node_id,
         provisioned=config.amqp_provisioned,
         ssl_context=ssl_context,
+        failover_urls=[external_login_url(url) for url in config.amqp_failover_urls],
     )
 
 

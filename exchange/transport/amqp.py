@@ -1,6 +1,10 @@
 """The RabbitMQ bus: a robust aio-pika connection, confirmed mandatory persistent publishes,
 verdict-driven consumers, and reads of the audit stream.
 
+With several broker URLs (the nodes of one cluster), the connection tries them in turn: the
+first one that answers at start-up, then, after a loss, the next one at each attempt, so a
+node whose broker died carries on through another member of the cluster.
+
 A small pool of long-lived confirm channels carries the publishes (many in flight on each,
 spread round robin); each consumer has its own long-lived channel, so its prefetch is its
 own and restored on reconnect.
@@ -20,6 +24,7 @@ import aiormq
 from aio_pika.abc import AbstractRobustChannel
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
+from yarl import URL
 
 from exchange.log import get_logger
 from exchange.transport.bus import (
@@ -54,6 +59,35 @@ and under load each hand-over of that lock waits a turn of the event loop; a few
 keep that many hand-overs going at once."""
 PERSISTENT = 2  # AMQP delivery mode
 _CONNECTION_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError, OSError)
+CONNECT_TIMEOUT_SECONDS = 15.0
+"""How long one connection attempt to one broker may take before the next is tried."""
+_REFUSED_LOGIN = (ssl.SSLError, aiormq.exceptions.ProbableAuthenticationError)
+"""Errors that another broker of the same cluster would answer alike: not worth a failover."""
+
+# aio-pika's robust connection makes every (re)connection attempt in this method; the name
+# is mangled from `__connect_transport`. tests/unit/test_amqp_failover.py checks it exists.
+_CONNECT_ATTEMPT = "_RobustConnection__connect_transport"
+
+
+class FailoverConnection(aio_pika.RobustConnection):
+    """A robust connection over several brokers: each attempt takes the next URL in turn.
+
+    Channels, consumers and their prefetch are restored by aio-pika after a reconnection,
+    whichever broker it reached. Every URL shares the first one's query options.
+    """
+
+    def __init__(self, urls: Sequence[str], first: int = 0, **kwargs: Any) -> None:
+        if not urls:
+            raise ValueError("a connection needs at least one broker URL")
+        self._urls = [URL(url) for url in urls]
+        self._next = first % len(self._urls)
+        super().__init__(self._urls[self._next], **kwargs)
+
+    async def _RobustConnection__connect_transport(self) -> None:
+        self.url = self._urls[self._next]
+        self._next = (self._next + 1) % len(self._urls)
+        attempt = getattr(super(), _CONNECT_ATTEMPT)
+        await attempt()
 
 
 class AmqpBus:
@@ -77,10 +111,14 @@ class AmqpBus:
         max_in_flight: int = 1000,
         publisher_channels: int = PUBLISHER_CHANNELS,
         ssl_context: ssl.SSLContext | None = None,
+        failover_urls: Sequence[str] = (),
+        connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
     ) -> None:
         if publisher_channels < 1:
             raise ValueError("a bus needs at least one publisher channel")
         self.url = url
+        self.urls = (url, *failover_urls)
+        self.connect_timeout = connect_timeout
         self.ssl_context = ssl_context
         self.topology = topology
         self.node_id = node_id
@@ -89,7 +127,7 @@ class AmqpBus:
         self.reconnect_interval = reconnect_interval
         self.max_in_flight = max_in_flight
         self.publisher_channels = publisher_channels
-        self._connection: aio_pika.RobustConnection | None = None
+        self._connection: FailoverConnection | None = None
         self._publishers: tuple[AbstractRobustChannel, ...] = ()
         self._next_publisher = 0
         self._consumers: set[_AmqpConsumer] = set()
@@ -106,7 +144,12 @@ class AmqpBus:
 
     def _on_reconnect(self, *_: Any) -> None:
         self._reconnects += 1
-        _log.info("reconnected to the broker", node=self.node_id, reconnects=self._reconnects)
+        _log.info(
+            "reconnected to the broker",
+            node=self.node_id,
+            reconnects=self._reconnects,
+            url=self.broker_url,
+        )
 
     @property
     def _publisher(self) -> AbstractRobustChannel | None:
@@ -124,14 +167,14 @@ class AmqpBus:
             and conn.transport is not None
         )
 
+    @property
+    def broker_url(self) -> str | None:
+        """The URL of the broker the bus is connected to (or last tried), password hidden."""
+        conn = self._connection
+        return None if conn is None else str(conn.url.with_password(None))
+
     async def start(self) -> None:
-        name = f"exchange {self.node_id or ''}".strip()
-        self._connection = await aio_pika.connect_robust(
-            self.url,
-            client_properties={"connection_name": name},
-            reconnect_interval=self.reconnect_interval,
-            ssl_context=self.ssl_context,
-        )
+        self._connection = await self._connect()
         self._connection.reconnect_callbacks.add(self._on_reconnect)
         try:
             self._publishers = tuple(
@@ -144,6 +187,38 @@ class AmqpBus:
             connection, self._connection = self._connection, None
             await connection.close()
             raise
+
+    async def _connect(self) -> FailoverConnection:
+        """Connect to the first broker that answers, trying each URL once."""
+        name = f"exchange {self.node_id or ''}".strip()
+        failure: BaseException | None = None
+        for first in range(len(self.urls)):
+            connection = FailoverConnection(
+                self.urls,
+                first,
+                client_properties={"connection_name": name},
+                reconnect_interval=self.reconnect_interval,
+                ssl_context=self.ssl_context,
+            )
+            try:
+                await connection.connect(timeout=self.connect_timeout)
+            except _REFUSED_LOGIN:
+                raise
+            except (*_CONNECTION_ERRORS, TimeoutError) as err:
+                failure = err
+                with contextlib.suppress(*_CONNECTION_ERRORS):
+                    await connection.close()
+                if len(self.urls) > 1:
+                    _log.warning(
+                        "broker.unreachable",
+                        node=self.node_id,
+                        url=str(URL(self.urls[first]).with_password(None)),
+                        error=f"{type(err).__name__}: {err}",
+                    )
+                continue
+            return connection
+        assert failure is not None
+        raise failure
 
     async def close(self) -> None:
         if self._closing:

@@ -10,7 +10,6 @@ host is down.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from tcp_relay import TcpRelay, free_port
 
 from exchange.demo.runner import CASE, DemoNetwork, free_base_port, load_payload
 from exchange.gateway.app import create_app
@@ -29,57 +29,12 @@ pytestmark = pytest.mark.integration
 NODES = ("AL-ARO", "RS-PPO")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class TcpRelay:
-    """Forwards connections on `port` to the real broker, once started."""
-
-    def __init__(self, port: int, target: tuple[str, int]) -> None:
-        self.port, self.target = port, target
-        self.server: asyncio.Server | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, asyncio.CancelledError):
-                pass
-            finally:
-                dst.close()
-
-        for task in (
-            asyncio.create_task(pipe(reader, up_writer)),
-            asyncio.create_task(pipe(up_reader, writer)),
-        ):
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-
-
 @pytest.fixture
 async def late(
     amqp_url: str, tmp_path: Path, prefix: str
 ) -> AsyncIterator[tuple[DemoNetwork, TcpRelay]]:
     real = urllib.parse.urlsplit(amqp_url)
-    relay = TcpRelay(_free_port(), (real.hostname or "127.0.0.1", real.port or 5672))
+    relay = TcpRelay(free_port(), (real.hostname or "127.0.0.1", real.port or 5672))
     netloc = f"{real.username}:{real.password}@127.0.0.1:{relay.port}"
     layout = init_network_dir(
         tmp_path / "net",

@@ -4,11 +4,10 @@ The test starts three RabbitMQ nodes of its own (spare ports, own names and data
 Erlang cookie) and clusters them with `join_cluster`. A node's inbox is a quorum queue
 with a replica on each of the three; its leader is put on the node that is then killed
 (SIGKILL, no goodbye) while 2,000 messages are published and consumed. Publishing and
-consuming go through the exchange's own `AmqpBus`, connected to a node that stays up:
-`AmqpBus` takes one URL and reconnects to that same URL, so a client whose own broker
-node dies waits for that node (in a deployment, the URL names a DNS name or load
-balancer in front of all three; see deploy/README.md). The receiver drops duplicates by
-message id, as the gateway's inbox does: every message is handled exactly once.
+consuming go through the exchange's own `AmqpBus`, connected to a node that stays up
+(a bus whose own broker goes away moves to another with `failover_urls`: see
+test_amqp_failover.py and deploy/README.md). The receiver drops duplicates by message id,
+as the gateway's inbox does: every message is handled exactly once.
 """
 
 from __future__ import annotations

@@ -164,3 +164,45 @@ def test_a_missing_or_unparsable_file_is_a_config_error(tmp_path: Path) -> None:
         NodeConfig.load(tmp_path / "absent.toml", environ={})
     with pytest.raises(ConfigError, match="not valid TOML"):
         NodeConfig.load(write(tmp_path, "node_id = ["), environ={})
+
+
+def test_failover_brokers_are_given_in_the_file_or_comma_separated_in_the_environment(
+    tmp_path: Path,
+) -> None:
+    others = ["amqp://guest:guest@10.0.0.2:5672/", "amqp://guest:guest@10.0.0.3:5672/"]
+    assert NodeConfig.load(write(tmp_path), environ={}).amqp_failover_urls == ()
+    text = BASE_TOML.replace(
+        'network = "see-arn"', f'network = "see-arn"\namqp_failover_urls = {others!r}'
+    )
+    assert NodeConfig.load(write(tmp_path, text), environ={}).amqp_failover_urls == tuple(others)
+    env = {"EXCHANGE_AMQP_FAILOVER_URLS": " , ".join(others)}
+    assert NodeConfig.load(write(tmp_path), environ=env).amqp_failover_urls == tuple(others)
+
+
+@pytest.mark.parametrize(
+    ("failover", "says"),
+    [
+        ("amqps://10.0.0.2:5671/", "must use the scheme of amqp_url"),
+        ("amqp://guest:guest@127.0.0.1:5672/", "must not repeat"),
+        ("http://10.0.0.2/", "amqp_failover_urls"),
+    ],
+)
+def test_a_failover_broker_of_another_scheme_or_repeated_is_refused(
+    tmp_path: Path, failover: str, says: str
+) -> None:
+    env = {"EXCHANGE_AMQP_FAILOVER_URLS": failover}
+    with pytest.raises(ConfigError) as info:
+        NodeConfig.load(write(tmp_path), environ=env)
+    assert info.value.code == "config.invalid"
+    assert says in str(info.value)
+
+
+def test_the_connection_hook_that_failover_relies_on_exists_in_aio_pika() -> None:
+    # FailoverConnection overrides the (name-mangled) method in which aio-pika's robust
+    # connection makes each attempt; a release that renames it must fail here, loudly.
+    import aio_pika
+
+    from exchange.transport.amqp import _CONNECT_ATTEMPT, FailoverConnection
+
+    assert callable(getattr(aio_pika.RobustConnection, _CONNECT_ATTEMPT, None))
+    assert _CONNECT_ATTEMPT in vars(FailoverConnection)
