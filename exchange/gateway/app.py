@@ -194,6 +194,7 @@ async def _case_updates_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[CASE_UPDATES] = service
     try:
+        await service.emit_missed_sent_updates(app[keys.STORE])
         if bus is None:
             await service.start(None, None)  # webhooks only; started with the bus otherwise
         yield

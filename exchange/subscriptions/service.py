@@ -58,6 +58,8 @@ AUTOMATIC_ACTOR = "gateway"
 _TRIGGERS = frozenset(t.value for t in AUTO_UPDATE_TYPES)
 
 
+RECENT_SENT = 1_000
+"""How many of the newest sent messages are checked for missed automatic updates."""
 AUDIT_RECOVERY_ROWS = 1_000
 """Most updates whose audit entries are completed in one pass of `complete_audit`."""
 AUDIT_RECOVERY_SCAN = 20_000
@@ -443,6 +445,29 @@ class CaseUpdates:
                     node=self.node_id,
                     on=direction,
                 )
+
+    async def emit_missed_sent_updates(self, outgoing: MessageStore) -> int:
+        """Emit the automatic updates of messages sent just before the node stopped.
+
+        Sending commits the message, then emits its updates: a node killed in between never
+        emitted them. The newest RECENT_SENT messages whose update ids are missing are run
+        through the hook again (emitting is idempotent by id). Returns how many were emitted.
+        """
+        networks = [n for n in self.config.member_networks() if n.auto_updates.enabled]
+        if not networks:
+            return 0
+        emitted = 0
+        for record in await outgoing.recent_outgoing(RECENT_SENT):
+            if record.type not in _TRIGGERS:
+                continue
+            ids = [automatic_update_id(n.name, record.id) for n in networks]
+            if all([await self.store.get(update_id) is not None for update_id in ids]):
+                continue
+            envelope = orjson.loads(record.envelope)
+            emitted += len(await self.emit_automatic_update(envelope, direction="sent"))
+        if emitted:
+            _log.warning("case_update.automatic_recovered", node=self.node_id, updates=emitted)
+        return emitted
 
     async def _follow_inbox(self, inbox: MessageStore) -> None:
         """Emit the automatic updates of received messages, from a durable inbox cursor, so

@@ -18,6 +18,7 @@ from exchange.config import AutoUpdates, NetworkConfig, NodeConfig
 from exchange.crypto.signing import NodeSigner, encode_envelope
 from exchange.crypto.verify import TrustStore, VerificationPolicy, verify_envelope
 from exchange.gateway.app import load_identity
+from exchange.gateway.records import OutgoingRecord
 from exchange.gateway.store import MessageStore
 from exchange.model.common import utc_now
 from exchange.model.envelope import Header
@@ -213,6 +214,38 @@ async def test_the_inbox_follower_emits_for_received_messages_once_across_restar
         assert await al.store.get_meta("automatic.inbox_cursor") == "1"
     finally:
         await inbox.close()
+
+
+async def test_updates_of_a_message_sent_just_before_the_node_stopped_are_emitted_at_start(
+    network: NetworkLayout, open_node: Opener, tmp_path: Path
+) -> None:
+    outgoing = await MessageStore.open(tmp_path / "store.sqlite3")
+    try:
+        # The message is committed, then the node stops before emitting its update.
+        decision = message(network, "freeze-decision", EXECUTED, "RS-PPO", "AL-ARO")
+        header = Header.model_validate(decision["header"])
+        await outgoing.submit(
+            OutgoingRecord(
+                header.id, header.type.value, CASE, header.in_reply_to, ("AL-ARO",),
+                header.created_at, None, encode_envelope(decision), "0" * 64, "cp-1",
+            )
+        )  # fmt: skip
+        inquiry = message(network, "asset-inquiry", {}, "RS-PPO", "AL-ARO")
+        await outgoing.submit(
+            OutgoingRecord(
+                uuid.UUID(inquiry["header"]["id"]), "asset-inquiry", CASE, None, ("AL-ARO",),
+                utc_now(), None, encode_envelope(inquiry), "0" * 64, "cp-1",
+            )
+        )  # fmt: skip
+        rs = await open_node("RS-PPO", follow="all")
+        assert await rs.emit_missed_sent_updates(outgoing) == 1  # not for the inquiry
+        (item,) = await automatic(rs)
+        assert item["envelope"]["header"]["id"] == str(automatic_update_id("see-pcn", header.id))
+        assert item["update"]["event"] == "frozen"
+        assert await rs.emit_missed_sent_updates(outgoing) == 0  # the next start: nothing new
+        assert len(await automatic(rs)) == 1
+    finally:
+        await outgoing.close()
 
 
 def test_auto_update_settings_refuse_other_message_types() -> None:
