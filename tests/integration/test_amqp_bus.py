@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
+from polling import eventually
 
 from exchange.transport.amqp import AmqpBus
 from exchange.transport.bus import ACK, Delivery, Outgoing, PublishError, Verdict
@@ -56,15 +57,6 @@ def drop_connection(connection_name: str) -> None:
         capture_output=True,
         timeout=30,
     )
-
-
-async def eventually(condition: Callable[[], bool], within: float = 10.0) -> None:
-    """Poll `condition` until it holds; fail after `within` seconds."""
-    for _ in range(int(within / 0.02)):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"condition still false after {within}s")
 
 
 def message(bus: AmqpBus) -> Outgoing:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
+from polling import eventually
 from tcp_relay import TcpRelay, free_port
 
 from exchange.transport.amqp import AmqpBus
@@ -49,14 +50,6 @@ async def relays(amqp_url: str) -> AsyncIterator[tuple[TcpRelay, TcpRelay]]:
     yield pair
     for relay in pair:
         await relay.close()
-
-
-async def eventually(condition: Callable[[], bool], within: float = 20.0) -> None:
-    for _ in range(int(within / 0.05)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition still false after {within}s")
 
 
 def message(topology: Topology) -> Outgoing:
@@ -127,17 +120,17 @@ async def test_a_bus_whose_broker_dies_carries_on_through_the_next_one(
         await bus.consume(bus.topology.inbox_queue(RS), handler, prefetch=50)
         before = [message(bus.topology) for _ in range(50)]
         assert await bus.publish_many(before) == [None] * 50
-        await eventually(lambda: {m.message_id for m in before} <= received)
+        await eventually(lambda: {m.message_id for m in before} <= received, within=20)
 
         await first.close()  # the first broker's host goes down, connections and all
-        await eventually(lambda: bus.reconnects == 1 and bus.connected)
+        await eventually(lambda: bus.reconnects == 1 and bus.connected, within=20)
         assert port_of(bus.broker_url) == second.port
 
         after = [message(bus.topology) for _ in range(50)]
         for msg in after:
             await publish_retrying(bus, msg)
         # the consumer was restored on the second broker: it gets what was published there
-        await eventually(lambda: {m.message_id for m in after} <= received)
+        await eventually(lambda: {m.message_id for m in after} <= received, within=20)
         assert received == {m.message_id for m in before + after}
     finally:
         await bus.close()

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
+from polling import eventually
 
 from exchange.transport.amqp import AmqpBus
 from exchange.transport.bus import (
@@ -91,15 +92,6 @@ class Collector:
 def message(bus: Bus, recipient: str = RS, sender: str = AL, **headers: str | int) -> Outgoing:
     key = bus.topology.routing_key(recipient, "asset-inquiry", sender)
     return Outgoing("messages", key, b'{"n": 1}', str(uuid.uuid4()), headers)
-
-
-async def eventually(condition: Callable[[], bool], within: float = 10.0) -> None:
-    """Poll `condition` until it holds; fail after `within` seconds."""
-    for _ in range(int(within / 0.02)):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"condition still false after {within}s")
 
 
 async def quiet(seconds: float = 0.3) -> None:
