@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
@@ -381,18 +381,23 @@ class Relay:
             pending = await self._store.inbox_unaudited()
             if not pending:
                 return 0
-            head = self._audit.head.size
-            start = max(0, head - RECOVERY_SCAN_ENTRIES)
-            recent = await self._audit.entries(start, head - start)
-            done = {
-                (entry.event, entry.message_id)
-                for entry in recent
-                if entry.event in (AuditEvent.VERIFIED, AuditEvent.STORED)
-            }
+            scanned = max(0, self._audit.head.size - RECOVERY_SCAN_ENTRIES)
+            done: set[tuple[AuditEvent, str | None]] = set()
             added = 0
             for record in pending:
                 if record.id in self._recording:  # being written by its first delivery
                     continue
+                # Not being written now: whatever its first delivery wrote is committed, and
+                # within the log's head. Read what was added since the last look (a first
+                # delivery may have finished while earlier records were being completed).
+                head = self._audit.head.size
+                if head > scanned:
+                    done.update(
+                        (entry.event, entry.message_id)
+                        for entry in await self._audit.entries(scanned, head - scanned)
+                        if entry.event in (AuditEvent.VERIFIED, AuditEvent.STORED)
+                    )
+                    scanned = head
                 try:
                     verified = verify_envelope(
                         record.envelope, self._policy, now=record.received_at
@@ -430,6 +435,8 @@ class Relay:
         recorded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def entries_done(done: asyncio.Future[tuple[int, int]]) -> None:
+            if recorded.done():
+                return
             if done.cancelled():
                 recorded.cancel()
                 return
@@ -596,7 +603,7 @@ class Relay:
         received_at: datetime,
         refusal: tuple[str, str] | None,
         *,
-        recorded: Awaitable[None] | None = None,
+        recorded: asyncio.Future[None] | None = None,
     ) -> Verdict:
         """Sign and publish a receipt, then audit it. `recorded` (the audit of the message
         itself, running meanwhile) is awaited before the receipt's entry and the verdict."""
@@ -641,7 +648,7 @@ class Relay:
         except PublishError as err:
             _log.warning("receipt.publish_failed", message_id=str(original.id), error=str(err))
             if recorded is not None:
-                await recorded
+                await asyncio.shield(recorded)
             # Accepted messages are already stored: requeue so the receipt is sent again.
             return REQUEUE if refusal is None else dead_letter(refusal[0])
         # Queued after the message's own entries (if any), so written after them.
@@ -658,7 +665,9 @@ class Relay:
         )
         sent.add_done_callback(_retrieve)
         if recorded is not None:
-            await recorded
+            # Shielded: a handler cancelled here (its channel closed) must not give up the
+            # record, or a redelivery would find nothing in progress and write it again.
+            await asyncio.shield(recorded)
         await sent
         self._metrics.receipt("sent", "accepted" if refusal is None else "rejected")
         return ACK

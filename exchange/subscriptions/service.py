@@ -276,16 +276,21 @@ class CaseUpdates:
             owed = await self.store.audit_owed(AUDIT_RECOVERY_ROWS)
             if not owed:
                 return 0
-            size = self._audit.head.size
-            start = max(0, size - AUDIT_RECOVERY_SCAN)
-            written = {
-                (str(entry.event), entry.message_id)
-                for entry in await self._audit.entries(start, size - start)
-            }
+            scanned = max(0, self._audit.head.size - AUDIT_RECOVERY_SCAN)
+            written: set[tuple[str, str | None]] = set()
             added = 0
             for record, intents in owed:
                 if record.id in self._auditing:  # being written by its first arrival
                     continue
+                # Not being written now: what its first arrival wrote is within the log's
+                # head. Read what was added since the last look.
+                head = self._audit.head.size
+                if head > scanned:
+                    written.update(
+                        (str(entry.event), entry.message_id)
+                        for entry in await self._audit.entries(scanned, head - scanned)
+                    )
+                    scanned = head
                 missing = [i for i in intents if (i.event, str(record.id)) not in written]
                 if missing:
                     doc = orjson.loads(record.envelope)
