@@ -84,6 +84,30 @@ class _Close:
 _Request = _Append | _ForceCheckpoint | _Close
 
 
+class EntriesWritten:
+    """Which (event, message id) pairs a log's newest entries hold, for completing an audit
+    record without writing an entry twice.
+
+    `refresh` reads what was committed since the last look: an entry another task wrote
+    meanwhile counts as soon as its append has returned (the head includes it by then).
+    """
+
+    def __init__(self, log: AuditLog, window: int) -> None:
+        self._log = log
+        self._next = max(0, log.head.size - window)
+        self._pairs: set[tuple[str, str | None]] = set()
+
+    async def refresh(self) -> None:
+        head = self._log.head.size
+        if head > self._next:
+            entries = await self._log.entries(self._next, head - self._next)
+            self._pairs.update((str(e.event), e.message_id) for e in entries)
+            self._next = head
+
+    def holds(self, event: AuditEvent | str, message_id: UUID | str) -> bool:
+        return (str(event), str(message_id)) in self._pairs
+
+
 class AuditLog:
     """A node's audit log in one SQLite file. Open with `await AuditLog.open(...)`."""
 

@@ -22,6 +22,7 @@ import orjson
 from pydantic import BaseModel
 
 from exchange.audit.entries import AuditEvent, EntryFields
+from exchange.audit.log import EntriesWritten
 from exchange.crypto.canonical import canonicalize, sha256_hex
 from exchange.crypto.signing import encode_envelope
 from exchange.crypto.verify import VerificationPolicy, VerifiedEnvelope, verify_envelope
@@ -381,23 +382,14 @@ class Relay:
             pending = await self._store.inbox_unaudited()
             if not pending:
                 return 0
-            scanned = max(0, self._audit.head.size - RECOVERY_SCAN_ENTRIES)
-            done: set[tuple[AuditEvent, str | None]] = set()
+            written = EntriesWritten(self._audit, RECOVERY_SCAN_ENTRIES)
             added = 0
             for record in pending:
                 if record.id in self._recording:  # being written by its first delivery
                     continue
-                # Not being written now: whatever its first delivery wrote is committed, and
-                # within the log's head. Read what was added since the last look (a first
-                # delivery may have finished while earlier records were being completed).
-                head = self._audit.head.size
-                if head > scanned:
-                    done.update(
-                        (entry.event, entry.message_id)
-                        for entry in await self._audit.entries(scanned, head - scanned)
-                        if entry.event in (AuditEvent.VERIFIED, AuditEvent.STORED)
-                    )
-                    scanned = head
+                # Not being written now: whatever its first delivery wrote is committed (it
+                # may have finished while earlier records were being completed).
+                await written.refresh()
                 try:
                     verified = verify_envelope(
                         record.envelope, self._policy, now=record.received_at
@@ -405,21 +397,19 @@ class Relay:
                 except ExchangeError as err:  # e.g. its certificate was revoked since
                     _log.error("audit.recovery_failed", message_id=str(record.id), code=err.code)
                     continue
-                mid = str(record.id)
-                if (AuditEvent.VERIFIED, mid) not in done:
+                if not written.holds(AuditEvent.VERIFIED, record.id):
                     await self._audit_incoming(AuditEvent.VERIFIED, verified, envelope=True)
                     added += 1
-                if (AuditEvent.STORED, mid) not in done:
+                if not written.holds(AuditEvent.STORED, record.id):
                     await self._audit_incoming(AuditEvent.STORED, verified)
                     added += 1
                 await self._store.inbox_mark_audited(record.id)
             _log.info("audit.recovered", node=self.node_id, messages=len(pending), added=added)
             return added
 
-    def _audit_stored(self, verified: VerifiedEnvelope) -> asyncio.Future[None]:
-        """Queue the entries that say a message was verified and stored; the future is done
-        once both are durable. The inbox row's `audited` flag is set after that, without
-        holding the delivery for it: the flag only spares `recover_audit` a look at the log.
+    def _audit_stored(self, verified: VerifiedEnvelope) -> asyncio.Task[None]:
+        """Queue now the entries that say a message was verified and stored (so that its
+        receipt's entry, queued later, follows them); the task ends once both are durable.
 
         Never acked before the entries are durable, so a node killed half-way gets the
         message again and completes the record then.
@@ -430,27 +420,16 @@ class Relay:
         )
         for future in queued:
             future.add_done_callback(_retrieve)
-        entries = asyncio.gather(*queued)
-        message_id = verified.envelope.header.id
-        recorded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(self._recorded(queued, verified.envelope.header.id))
+        task.add_done_callback(_retrieve)
+        return task
 
-        def entries_done(done: asyncio.Future[tuple[int, int]]) -> None:
-            if recorded.done():
-                return
-            if done.cancelled():
-                recorded.cancel()
-                return
-            error = done.exception()
-            if error is not None:
-                recorded.set_exception(error)
-                return
-            recorded.set_result(None)
-            mark = asyncio.ensure_future(self._store.inbox_mark_audited(message_id))
-            mark.add_done_callback(_retrieve)
-
-        entries.add_done_callback(entries_done)
-        recorded.add_done_callback(_retrieve)
-        return recorded
+    async def _recorded(self, queued: tuple[asyncio.Future[int], ...], message_id: UUID) -> None:
+        await asyncio.gather(*queued)
+        # The inbox row's flag only spares `recover_audit` a look at the log: the delivery
+        # is not held for it.
+        mark = asyncio.ensure_future(self._store.inbox_mark_audited(message_id))
+        mark.add_done_callback(_retrieve)
 
     def _check_routing(self, delivery: Delivery, header: Header) -> None:
         """The broker-authenticated routing key must agree with the signed header."""

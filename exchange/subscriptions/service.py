@@ -19,6 +19,7 @@ from uuid import UUID
 import orjson
 
 from exchange.audit.entries import AuditEvent, EntryFields
+from exchange.audit.log import EntriesWritten
 from exchange.config import AUTO_UPDATE_TYPES, NetworkConfig, NodeConfig
 from exchange.crypto.canonical import sha256_hex
 from exchange.crypto.signing import encode_envelope, signing_input
@@ -276,22 +277,13 @@ class CaseUpdates:
             owed = await self.store.audit_owed(AUDIT_RECOVERY_ROWS)
             if not owed:
                 return 0
-            scanned = max(0, self._audit.head.size - AUDIT_RECOVERY_SCAN)
-            written: set[tuple[str, str | None]] = set()
+            written = EntriesWritten(self._audit, AUDIT_RECOVERY_SCAN)
             added = 0
             for record, intents in owed:
                 if record.id in self._auditing:  # being written by its first arrival
                     continue
-                # Not being written now: what its first arrival wrote is within the log's
-                # head. Read what was added since the last look.
-                head = self._audit.head.size
-                if head > scanned:
-                    written.update(
-                        (str(entry.event), entry.message_id)
-                        for entry in await self._audit.entries(scanned, head - scanned)
-                    )
-                    scanned = head
-                missing = [i for i in intents if (i.event, str(record.id)) not in written]
+                await written.refresh()  # what its first arrival wrote is committed by now
+                missing = [i for i in intents if not written.holds(i.event, record.id)]
                 if missing:
                     doc = orjson.loads(record.envelope)
                     await self._write_audit(

@@ -13,7 +13,7 @@ import asyncio
 import json
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,13 @@ from exchange.crypto.signing import NodeSigner, encode_envelope
 from exchange.gateway import keys
 from exchange.gateway.app import create_app
 from exchange.gateway.relay import Relay
-from exchange.model.common import utc_now
 from exchange.model.envelope import Header
 from exchange.network import NetworkLayout, init_network_dir
 from exchange.transport.bus import ACK, Delivery
 from exchange.transport.memory import MemoryBroker, MemoryBus
 from exchange.transport.topology import Topology
 
+HeaderFactory = Callable[..., Header]  # the `make_header` fixture
 EXAMPLE = (
     Path(__file__).resolve().parents[2]
     / "schemas/examples/asset-inquiry/valid/me-to-al-yacht-car-account.json"
@@ -56,20 +56,7 @@ async def rs(tmp_path: Path) -> AsyncIterator[tuple[NetworkLayout, Relay]]:
         await bus.close()
 
 
-def inquiry(network: NetworkLayout) -> tuple[dict[str, Any], Delivery]:
-    header = Header.model_validate(
-        {
-            "id": uuid.uuid4(),
-            "type": "asset-inquiry",
-            "schema": "asset-inquiry/1",
-            "sender": "AL-ARO",
-            "recipients": ["RS-PPO"],
-            "case": "AL-2026-0042",
-            "created_at": utc_now(),
-            "priority": "normal",
-            "handling": {"tlp": "AMBER", "code": "H2"},
-        }
-    )
+def inquiry(network: NetworkLayout, header: Header) -> tuple[dict[str, Any], Delivery]:
     pki = network.directory / "pki"
     signer = NodeSigner.from_files(pki / "AL-ARO.key", pki / "AL-ARO.pem")
     envelope = signer.sign_envelope(header, json.loads(EXAMPLE.read_text("utf-8")))
@@ -79,10 +66,12 @@ def inquiry(network: NetworkLayout) -> tuple[dict[str, Any], Delivery]:
 
 
 async def test_a_redelivery_after_a_cancelled_delivery_does_not_audit_it_twice(
-    rs: tuple[NetworkLayout, Relay], monkeypatch: pytest.MonkeyPatch
+    rs: tuple[NetworkLayout, Relay],
+    make_header: HeaderFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     network, relay = rs
-    envelope, delivery = inquiry(network)
+    envelope, delivery = inquiry(network, make_header())
     message_id = uuid.UUID(envelope["header"]["id"])
     audit = relay._audit
     gate = threading.Event()
