@@ -55,9 +55,9 @@ from exchange.crypto.verify import VerificationPolicy, verify_envelope
 from exchange.demo.runner import DemoNetwork, amqp_answers, free_base_port
 from exchange.gateway import keys
 from exchange.gateway.app import create_app
-from exchange.gateway.records import InboxArrival, OutboxItem, ReceiptOutcome
+from exchange.storage.records import InboxArrival, OutboxItem, ReceiptOutcome
 from exchange.gateway.request_body import parse_json
-from exchange.gateway.store import MessageStore
+from exchange.storage.messages import MessageStore
 from exchange.gateway.submit import check_payload, parse_submission, sign_submission
 from exchange.log import configure as configure_logging
 from exchange.network import NetworkLayout, init_network_dir

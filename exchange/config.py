@@ -37,10 +37,10 @@ PREFIX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 TOKEN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # noqa: S105 (a pattern, not a secret)
 SHA256_HEX_PATTERN = r"^[0-9a-f]{64}$"
 AmqpUrl = Annotated[str, Field(pattern=r"^amqps?://")]
-STORE_FILE = "store.sqlite3"
-AUDIT_FILE = "audit.sqlite3"
-PEERS_FILE = "peers.sqlite3"
-SUBSCRIPTIONS_FILE = "subscriptions.sqlite3"
+DATABASE_FILE = "node.sqlite3"
+"""The node's one database: messages, outbox, inbox, case updates, peers and the audit log."""
+EARLIER_FILES = ("store.sqlite3", "audit.sqlite3", "peers.sqlite3", "subscriptions.sqlite3")
+"""The four files of the layout before the node's database was one file."""
 
 
 class Role(StrEnum):
@@ -256,24 +256,15 @@ class NodeConfig(BaseModel):
         return tuple(n for n in self.networks if self.node_id in n.members)
 
     @property
-    def subscriptions_path(self) -> Path:
-        """The SQLite file of case updates (the SSE cursor), their outbox and webhooks."""
-        return self.data_dir / SUBSCRIPTIONS_FILE
-
-    @property
-    def store_path(self) -> Path:
-        """The SQLite file of outgoing messages, outbox, receipts and inbox."""
-        return self.data_dir / STORE_FILE
+    def database_path(self) -> Path:
+        """The node's SQLite database: every fact it keeps and its audit log, so that a fact
+        and the audit entries it owes commit in one transaction."""
+        return self.data_dir / DATABASE_FILE
 
     @property
     def audit_path(self) -> Path:
-        """The SQLite file of the node's audit log."""
-        return self.data_dir / AUDIT_FILE
-
-    @property
-    def peers_path(self) -> Path:
-        """The SQLite file of the other nodes' checkpoints this node has seen."""
-        return self.data_dir / PEERS_FILE
+        """Where `exchange audit verify` finds the node's audit log (its database)."""
+        return self.database_path
 
     @property
     def recipients(self) -> frozenset[str]:

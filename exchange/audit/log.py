@@ -1,10 +1,13 @@
-"""The node's append-only audit log: group commit, incremental Merkle tree, checkpoints.
+"""The node's append-only audit log: entries written inside the facts' own transactions.
 
-`await log.append(...)` queues an entry for one writer thread, which writes everything
-queued in one SQLite transaction and resumes each caller after the commit: index order is
-commit order, and an index is durable when it is returned. Every `every_entries` entries
-or `every_seconds`, the writer signs a checkpoint, stores it, logs it as an entry of its
-own and hands it to `on_checkpoint` (e.g. to publish it to the network's audit stream).
+The log lives in a SQLite database served by one `SqliteThread` (the node's database, shared
+with its message and case-update tables, or a file of its own). `write(conn, fields)` is
+called inside another operation's transaction, so a fact and the entries it owes commit
+together or not at all; `append` is an operation of its own for entries that record no
+other fact. The log keeps its Merkle frontier in memory as a `TransactionHook`: entries take
+their index when written, and a rolled-back transaction gives its indexes back. Every
+`every_entries` entries or `every_seconds`, the log signs a checkpoint, stores it, logs it
+as an entry of its own and hands it to `on_checkpoint` (e.g. to publish it to the network).
 """
 
 from __future__ import annotations
@@ -12,12 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import queue
-import threading
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,19 +35,16 @@ from exchange.audit.checkpoints import (
     write_checkpoints_jsonl,
 )
 from exchange.audit.entries import AuditEntry, AuditEvent, EntryFields
-from exchange.audit.merkle import leaf_hash
+from exchange.audit.merkle import CompactRange, leaf_hash
 from exchange.audit.proofs import ConsistencyProof, InclusionProof, StoredTree
-from exchange.audit.store import CACHE_LEVEL, AuditStore, OpenedLog
+from exchange.audit.store import CACHE_LEVEL, AuditStore, OpenedLog, setup_schema
 from exchange.errors import ConfigError
 from exchange.log import get_logger
-from exchange.model.common import format_utc, utc_now
-
-MAX_BATCH = 4096
-"""Most entries written in one transaction (bounds the time a commit holds the writer)."""
+from exchange.model.common import utc_now
+from exchange.storage.sqlite_thread import SqliteThread
 
 _Row = tuple[int, bytes, bytes]
 _Subtree = tuple[int, int, bytes]
-_Result = tuple["asyncio.Future[Any]", Any, BaseException | None]
 CheckpointCallback = Callable[[Checkpoint], Awaitable[None] | None]
 _T = TypeVar("_T")
 
@@ -65,66 +64,27 @@ class TreeHead:
     root: bytes
 
 
-@dataclass(slots=True)
-class _Append:
-    fields: EntryFields
-    future: asyncio.Future[int]
-
-
-@dataclass(slots=True)
-class _ForceCheckpoint:
-    future: asyncio.Future[Checkpoint | None]
-
-
-@dataclass(slots=True)
-class _Close:
-    done: threading.Event = field(default_factory=threading.Event)
-
-
-_Request = _Append | _ForceCheckpoint | _Close
-
-
-class EntriesWritten:
-    """Which (event, message id) pairs a log's newest entries hold, for completing an audit
-    record without writing an entry twice.
-
-    `refresh` reads what was committed since the last look: an entry another task wrote
-    meanwhile counts as soon as its append has returned (the head includes it by then).
-    """
-
-    def __init__(self, log: AuditLog, window: int) -> None:
-        self._log = log
-        self._next = max(0, log.head.size - window)
-        self._pairs: set[tuple[str, str | None]] = set()
-
-    async def refresh(self) -> None:
-        head = self._log.head.size
-        if head > self._next:
-            entries = await self._log.entries(self._next, head - self._next)
-            self._pairs.update((str(e.event), e.message_id) for e in entries)
-            self._next = head
-
-    def holds(self, event: AuditEvent | str, message_id: UUID | str) -> bool:
-        return (str(event), str(message_id)) in self._pairs
-
-
 class AuditLog:
-    """A node's audit log in one SQLite file. Open with `await AuditLog.open(...)`."""
+    """A node's audit log. Open with `await AuditLog.open(path, ...)` (a file of its own) or
+    `await AuditLog.attach(db, ...)` (inside the node's database)."""
 
     def __init__(
         self,
+        db: SqliteThread,
         opened: OpenedLog,
         signer: CheckpointSigner | None,
         policy: CheckpointPolicy,
         on_checkpoint: CheckpointCallback | None,
-        loop: asyncio.AbstractEventLoop,
+        *,
+        owns_db: bool,
     ) -> None:
-        self._store = opened.store
+        self._db = db
+        self._owns_db = owns_db
         self.node = opened.node
         self._signer = signer
         self._policy = policy
         self._on_checkpoint = on_checkpoint
-        self._loop = loop
+        self._loop = asyncio.get_running_loop()
         self._frontier = opened.frontier
         self._head = TreeHead(self._frontier.size, self._frontier.root())
         latest = opened.latest_checkpoint
@@ -132,14 +92,17 @@ class AuditLog:
         # Entries other than checkpoints written since the last checkpoint.
         self._unchecked = self._frontier.size - (latest.size + 1 if latest else 0)
         self._last_checkpoint_at = time.monotonic()
-        self._requests: queue.SimpleQueue[_Request] = queue.SimpleQueue()
         self._closing = False
         self._commits = 0
+        # The open transaction's work, on the database thread (see the hook methods).
+        self._before: tuple[CompactRange, int] | None = None
+        self._rows: list[_Row] = []
+        self._subtrees: list[_Subtree] = []
+        self._signed: list[Checkpoint] = []
         self._callbacks: set[asyncio.Future[Any]] = set()
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="audit-reader")
         self._reader_store: AuditStore | None = None
-        self._writer = threading.Thread(target=self._run_writer, name="audit-writer", daemon=True)
-        self._writer.start()
+        self._timer: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -151,44 +114,77 @@ class AuditLog:
         checkpoints: CheckpointPolicy | None = None,
         on_checkpoint: CheckpointCallback | None = None,
     ) -> AuditLog:
-        """Open or create the log at `path` for `node` (default: the signer's node).
+        """Open or create the log in a database file of its own at `path`."""
+        db = SqliteThread(Path(path), setup_schema)
+        await db.start()
+        try:
+            return await cls.attach(
+                db,
+                signer,
+                node=node,
+                checkpoints=checkpoints,
+                on_checkpoint=on_checkpoint,
+                owns_db=True,
+            )
+        except BaseException:
+            await db.close()
+            raise
 
-        Without a signer the log records and proves, but signs no checkpoints. Refuses a
-        file that belongs to another node or whose recorded size disagrees with its entries.
+    @classmethod
+    async def attach(
+        cls,
+        db: SqliteThread,
+        signer: CheckpointSigner | None,
+        *,
+        node: str | None = None,
+        checkpoints: CheckpointPolicy | None = None,
+        on_checkpoint: CheckpointCallback | None = None,
+        owns_db: bool = False,
+    ) -> AuditLog:
+        """The log in `db` (whose setup created the log's tables) for `node` (default: the
+        signer's node). Without a signer the log records and proves, but signs no
+        checkpoints. Refuses a log of another node or whose size disagrees with its entries.
         """
         owner = signer.node_id if signer is not None else node
         if node is not None and owner != node:
             raise ConfigError(f"the signer is node {owner}, not {node}")
         certificate = getattr(signer, "certificate", None)
-        opened = await asyncio.to_thread(
-            OpenedLog.open,
-            Path(path),
-            owner,
-            certificate if isinstance(certificate, x509.Certificate) else None,
-        )
-        return cls(
+        cert = certificate if isinstance(certificate, x509.Certificate) else None
+        opened = await db.call(lambda conn: OpenedLog.claim(AuditStore(conn, db.path), owner, cert))
+        log = cls(
+            db,
             opened,
             signer,
             checkpoints or CheckpointPolicy(),
             on_checkpoint,
-            asyncio.get_running_loop(),
+            owns_db=owns_db,
         )
+        db.add_hook(log)
+        if signer is not None:
+            log._timer = asyncio.create_task(log._checkpoint_timer(), name="audit-checkpoints")
+        return log
 
     # -- writing -------------------------------------------------------------------------
 
-    def enqueue(self, fields: EntryFields) -> asyncio.Future[int]:
-        """Queue an entry now (`EntryFields.build`, as `append` takes them); the future gives
-        its index once it is durably committed.
-
-        Entries are written in the order they are queued, so a caller can queue several
-        without waiting for each. Cancelling a waiter does not withdraw the entry.
-        """
+    def write(self, conn: sqlite3.Connection, fields: EntryFields) -> int:
+        """Write an entry inside the caller's transaction (on the database thread); return
+        its index. It commits with the caller's other writes, or not at all."""
         if fields.event is AuditEvent.CHECKPOINT:
             raise ValueError("checkpoint entries are written by the log itself")
+        now = utc_now()
+        body = fields.encode(self._frontier.size, now, self.node)
+        self._remember()
+        index = self._add_row(body)
+        self._unchecked += 1
+        if self._signer is not None and self._unchecked >= self._policy.every_entries:
+            self._sign(now)
+        return index
+
+    def enqueue(self, fields: EntryFields) -> asyncio.Future[int]:
+        """Queue an entry now, as an operation of its own; the future gives its index once
+        it is durably committed. Entries are written in the order they are queued."""
         self._check_open()
-        future: asyncio.Future[int] = self._loop.create_future()
-        self._requests.put(_Append(fields, future))
-        return future
+        return self._db.submit(lambda conn: self.write(conn, fields))
 
     async def append(
         self,
@@ -203,11 +199,11 @@ class AuditLog:
         envelope: Mapping[str, Any] | None = None,
         detail: Mapping[str, Any] | None = None,
     ) -> int:
-        """Record an event; returns its index once it is durably committed.
+        """Record an event that is a fact of its own (no other write goes with it); returns
+        its index once it is durably committed.
 
         `digest` is the hex SHA-256 of the envelope's canonical signed bytes (as in
         receipts); `envelope` is the signed wire dict, kept so auditors can verify it again.
-        Cancelling the caller does not withdraw an entry already queued.
         """
         return await self.enqueue(
             EntryFields.build(
@@ -229,27 +225,110 @@ class AuditLog:
         None when the log has no signer or no entries yet.
         """
         self._check_open()
-        future: asyncio.Future[Checkpoint | None] = self._loop.create_future()
-        self._requests.put(_ForceCheckpoint(future))
-        return await future
+        return await self._db.call(self._checkpoint_now)
 
     async def close(self) -> None:
-        """Write what is queued, sign a last checkpoint if anything is unsigned, and close."""
+        """Sign a last checkpoint if anything is unsigned, and stop. The log's own database
+        is closed; a shared one is left to its owner."""
         if self._closing:
             return
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+        if self._db.is_open:
+            with contextlib.suppress(Exception):  # a broken disk: the entries are durable
+                await self._db.call(self._checkpoint_now)
         self._closing = True
         await self._read(self._close_reader)
         self._reader.shutdown(wait=True)
-        closing = _Close()
-        self._requests.put(closing)
-        await asyncio.to_thread(closing.done.wait)
-        await asyncio.to_thread(self._writer.join)
+        if self._owns_db:
+            await self._db.close()
         if self._callbacks:
             await asyncio.gather(*self._callbacks, return_exceptions=True)
 
     def _check_open(self) -> None:
         if self._closing:
             raise RuntimeError("the audit log is closed")
+
+    def _checkpoint_now(self, _conn: sqlite3.Connection) -> Checkpoint | None:
+        if self._signer is not None and self._unchecked > 0:
+            self._remember()
+            return self._sign(utc_now())
+        return self._latest_checkpoint
+
+    def _checkpoint_if_due(self, _conn: sqlite3.Connection) -> None:
+        due = self._last_checkpoint_at + self._policy.every_seconds
+        if self._signer is not None and self._unchecked > 0 and time.monotonic() >= due:
+            self._remember()
+            self._sign(utc_now())
+
+    async def _checkpoint_timer(self) -> None:
+        """Sign a checkpoint `every_seconds` after the last one when entries wait for one."""
+        while True:
+            due = self._last_checkpoint_at + self._policy.every_seconds - time.monotonic()
+            await asyncio.sleep(max(due, 0.05))
+            if self._unchecked > 0 and time.monotonic() >= self._last_checkpoint_at + (
+                self._policy.every_seconds
+            ):
+                try:
+                    await self._db.call(self._checkpoint_if_due)
+                except Exception as exc:  # disk full, signer gone: try again next time
+                    _note("error", "audit_checkpoint_failed", error=str(exc))
+                    await asyncio.sleep(self._policy.every_seconds)
+
+    # -- the transaction hook (on the database thread) -----------------------------------
+
+    def begin(self) -> None:
+        self._before = None
+
+    def _remember(self) -> None:
+        """Keep the state before this transaction's first entry, to give it back on rollback."""
+        if self._before is None:
+            self._before = (self._frontier.copy(), self._unchecked)
+
+    def before_commit(self, conn: sqlite3.Connection) -> None:
+        if self._rows:
+            AuditStore(conn, self._db.path).write(
+                self._rows, self._subtrees, self._frontier, self._signed
+            )
+
+    def committed(self) -> None:
+        if not self._rows:
+            return
+        self._head = TreeHead(self._frontier.size, self._frontier.root())
+        self._commits += 1
+        signed = self._signed
+        if signed:
+            self._latest_checkpoint = signed[-1]
+            self._last_checkpoint_at = time.monotonic()
+            if self._on_checkpoint is not None:
+                with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
+                    self._loop.call_soon_threadsafe(self._announce_all, signed)
+        self._rows, self._subtrees, self._signed, self._before = [], [], [], None
+
+    def rolled_back(self) -> None:
+        if self._before is not None:
+            self._frontier, self._unchecked = self._before
+        self._rows, self._subtrees, self._signed, self._before = [], [], [], None
+
+    def _add_row(self, body: bytes) -> int:
+        index = self._frontier.size
+        leaf = leaf_hash(body)
+        self._rows.append((index, leaf, body))
+        for level, sub_index, digest in self._frontier.append(leaf):
+            if level >= CACHE_LEVEL:
+                self._subtrees.append(((sub_index + 1) << level, level, digest))
+        return index
+
+    def _sign(self, now: datetime) -> Checkpoint:
+        assert self._signer is not None
+        cp = sign_checkpoint(self._signer, self._frontier.size, self._frontier.root(), now)
+        self._unchecked = 0
+        fields = EntryFields(AuditEvent.CHECKPOINT, detail=cp.as_dict())
+        self._add_row(fields.encode(self._frontier.size, now, self.node))
+        self._signed.append(cp)
+        return cp
 
     # -- reading -------------------------------------------------------------------------
 
@@ -260,7 +339,7 @@ class AuditLog:
 
     @property
     def commits(self) -> int:
-        """Transactions written since the log was opened (each one fsync, many entries)."""
+        """Transactions that wrote entries since the log was opened."""
         return self._commits
 
     @property
@@ -306,7 +385,7 @@ class AuditLog:
 
     def _with_reader(self, work: Callable[[AuditStore], _T]) -> _T:
         if self._reader_store is None:
-            self._reader_store = AuditStore.open(self._store.path, readonly=True)
+            self._reader_store = AuditStore.open(self._db.path, readonly=True)
         return work(self._reader_store)
 
     def _close_reader(self, _store: AuditStore) -> None:
@@ -314,141 +393,11 @@ class AuditLog:
             self._reader_store.close()
             self._reader_store = None
 
-    # -- the writer thread ---------------------------------------------------------------
-
-    def _run_writer(self) -> None:
-        closing: _Close | None = None
-        try:
-            while closing is None:
-                first = self._next_request()
-                batch: list[_Request] = [] if first is None else [first]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(self._requests.get_nowait())
-                    except queue.Empty:
-                        break
-                closing = next((r for r in batch if isinstance(r, _Close)), None)
-                try:
-                    self._write(batch, final=closing is not None)
-                except Exception as exc:  # disk full, signer gone: callers must not wait forever
-                    _note("exception", "audit_write_failed", requests=len(batch))
-                    failed: list[_Result] = [
-                        (r.future, None, exc)
-                        for r in batch
-                        if isinstance(r, _Append | _ForceCheckpoint)
-                    ]
-                    self._finish(failed, [], [])
-        finally:
-            with contextlib.suppress(Exception):  # best effort: the WAL is durable anyway
-                self._store.fold_wal()
-            self._store.close()
-            if closing is not None:
-                closing.done.set()
-
-    def _next_request(self) -> _Request | None:
-        """Wait for a request, or until a time-based checkpoint is due (then None)."""
-        if self._signer is None or self._unchecked == 0:
-            return self._requests.get()
-        due = self._last_checkpoint_at + self._policy.every_seconds - time.monotonic()
-        try:
-            return self._requests.get(timeout=max(due, 0.0))
-        except queue.Empty:
-            return None
-
-    def _write(self, batch: list[_Request], *, final: bool) -> None:
-        appends = [r for r in batch if isinstance(r, _Append)]
-        forced = [r for r in batch if isinstance(r, _ForceCheckpoint)]
-        before = self._frontier.copy()
-        unchecked_before = self._unchecked
-        now = utc_now()
-        stamp = format_utc(now)
-        rows: list[_Row] = []
-        subtrees: list[_Subtree] = []
-        results: list[_Result] = []
-        checkpoints: list[Checkpoint] = []
-        try:
-            for request in appends:
-                try:
-                    body = request.fields.encode(self._frontier.size, stamp, self.node)
-                except Exception as exc:  # e.g. a detail value JSON cannot carry
-                    results.append((request.future, None, exc))
-                    continue
-                results.append((request.future, self._frontier.size, None))
-                self._add_row(body, rows, subtrees)
-                self._unchecked += 1
-                if self._signer is not None and self._unchecked >= self._policy.every_entries:
-                    checkpoints.append(self._sign_checkpoint(now, rows, subtrees))
-            if self._checkpoint_due(forced=bool(forced) or final):
-                checkpoints.append(self._sign_checkpoint(now, rows, subtrees))
-            if rows:
-                self._store.commit_batch(rows, subtrees, self._frontier, checkpoints)
-        except Exception:  # nothing of the batch was written: forget it, callers get the error
-            self._frontier, self._unchecked = before, unchecked_before
-            raise
-        if not rows:
-            self._finish(results, forced, [])
-            return
-        self._head = TreeHead(self._frontier.size, self._frontier.root())
-        self._commits += 1
-        if checkpoints:
-            self._latest_checkpoint = checkpoints[-1]
-            self._last_checkpoint_at = time.monotonic()
-        self._finish(results, forced, checkpoints)
-
-    def _add_row(self, body: bytes, rows: list[_Row], subtrees: list[_Subtree]) -> None:
-        index = self._frontier.size
-        leaf = leaf_hash(body)
-        rows.append((index, leaf, body))
-        for level, sub_index, digest in self._frontier.append(leaf):
-            if level >= CACHE_LEVEL:
-                subtrees.append(((sub_index + 1) << level, level, digest))
-
-    def _checkpoint_due(self, *, forced: bool) -> bool:
-        if self._signer is None or self._unchecked == 0:
-            return False
-        if forced or self._unchecked >= self._policy.every_entries:
-            return True
-        return time.monotonic() - self._last_checkpoint_at >= self._policy.every_seconds
-
-    def _sign_checkpoint(
-        self, now: datetime, rows: list[_Row], subtrees: list[_Subtree]
-    ) -> Checkpoint:
-        assert self._signer is not None
-        cp = sign_checkpoint(self._signer, self._frontier.size, self._frontier.root(), now)
-        self._unchecked = 0
-        fields = EntryFields(AuditEvent.CHECKPOINT, detail=cp.as_dict())
-        self._add_row(fields.encode(self._frontier.size, now, self.node), rows, subtrees)
-        return cp
-
-    def _finish(
-        self, results: list[_Result], forced: list[_ForceCheckpoint], checkpoints: list[Checkpoint]
-    ) -> None:
-        """Hand results (and forced checkpoints' answer) back to the event loop."""
-        latest = self._latest_checkpoint
-        for request in forced:
-            results.append((request.future, latest, None))
-        if not results and not checkpoints:
-            return
-        with contextlib.suppress(RuntimeError):  # a closed event loop has nobody waiting
-            self._loop.call_soon_threadsafe(self._resolve, results, checkpoints)
-
     # -- back on the event loop ----------------------------------------------------------
 
-    def _resolve(
-        self,
-        results: list[_Result],
-        checkpoints: list[Checkpoint],
-    ) -> None:
-        for future, value, error in results:
-            if future.done():
-                continue
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(value)
+    def _announce_all(self, checkpoints: list[Checkpoint]) -> None:
         for checkpoint in checkpoints:
-            if self._on_checkpoint is not None:
-                self._announce(checkpoint)
+            self._announce(checkpoint)
 
     def _announce(self, checkpoint: Checkpoint) -> None:
         assert self._on_checkpoint is not None

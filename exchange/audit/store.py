@@ -52,6 +52,15 @@ def _append_only_triggers() -> str:
     return "\n".join(statements)
 
 
+def setup_schema(conn: sqlite3.Connection) -> None:
+    """Create the log's tables and triggers inside the caller's transaction (the audit log
+    may share its database with the node's other tables)."""
+    for statement in (_SCHEMA + _append_only_triggers()).split(";\n"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('format', ?)", (STORE_FORMAT,))
+
+
 @dataclass(frozen=True, slots=True)
 class StoredState:
     """What the meta table says: the node, the size and the frontier after the last commit."""
@@ -85,10 +94,9 @@ class AuditStore:
             conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-            conn.executescript(_SCHEMA + _append_only_triggers())
-            conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('format', ?)", (STORE_FORMAT,)
-            )
+            conn.execute("BEGIN IMMEDIATE")
+            setup_schema(conn)
+            conn.execute("COMMIT")
         conn.execute("PRAGMA busy_timeout=10000")
         store = cls(conn, target)
         fmt = store._meta("format")
@@ -139,7 +147,7 @@ class AuditStore:
 
     # -- writing -------------------------------------------------------------------------
 
-    def commit_batch(
+    def write(
         self,
         rows: Sequence[tuple[int, bytes, bytes]],
         subtrees: Sequence[tuple[int, int, bytes]],
@@ -147,27 +155,22 @@ class AuditStore:
         checkpoints: Sequence[Checkpoint] = (),
     ) -> None:
         """Write entries (idx, leaf, body), new cached subtrees (end, level, hash), the new
-        frontier and new checkpoints in one transaction; durable when it returns."""
+        frontier and new checkpoints inside the caller's transaction."""
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.executemany("INSERT INTO entries (idx, leaf, body) VALUES (?, ?, ?)", rows)
-            if subtrees:
-                conn.executemany(
-                    "INSERT INTO subtrees (end_idx, level, hash) VALUES (?, ?, ?)", subtrees
-                )
+        conn.executemany("INSERT INTO entries (idx, leaf, body) VALUES (?, ?, ?)", rows)
+        if subtrees:
             conn.executemany(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                (("size", frontier.size), ("frontier", frontier.to_bytes())),
+                "INSERT INTO subtrees (end_idx, level, hash) VALUES (?, ?, ?)", subtrees
             )
+        conn.executemany(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+            (("size", frontier.size), ("frontier", frontier.to_bytes())),
+        )
+        if checkpoints:
             conn.executemany(
                 "INSERT INTO checkpoints (size, body) VALUES (?, ?)",
                 [(cp.size, cp.to_json()) for cp in checkpoints],
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     def add_certificate(self, cert: x509.Certificate) -> str:
         """Keep the node certificate that signs checkpoints, so auditors can find it."""
@@ -251,40 +254,38 @@ class AuditStore:
 
 @dataclass(frozen=True, slots=True)
 class OpenedLog:
-    """A writable log checked fit to append to, with the state the writer starts from."""
+    """A log checked fit to append to, with the state the writer starts from."""
 
-    store: AuditStore
     node: str
     frontier: CompactRange
     latest_checkpoint: Checkpoint | None
 
     @classmethod
-    def open(cls, path: Path, node: str | None, certificate: x509.Certificate | None) -> OpenedLog:
-        """Open the log for `node` (claiming a new file), keeping the signing certificate.
+    def claim(
+        cls, store: AuditStore, node: str | None, certificate: x509.Certificate | None
+    ) -> OpenedLog:
+        """Check the log at `store` for `node` (claiming a new one), keeping the signing
+        certificate; runs inside the caller's transaction.
 
-        Refuses a file of another node, and one whose entries end elsewhere than its
+        Refuses a log of another node, and one whose entries end elsewhere than its
         recorded size (a cut or damaged log must be verified, not appended to).
         """
-        store = AuditStore.open(path)
-        try:
-            recorded = store.state().node
-            if node is None and recorded is None:
-                raise ConfigError("a new audit log needs a node id or a signer")
-            if node is not None and recorded is not None and recorded != node:
-                raise ConfigError(f"{path} is the audit log of node {recorded}, not {node}")
-            if node is not None:
-                store.claim_node(node)
-            if certificate is not None:
-                store.add_certificate(certificate)
-            state = store.state()
-            size, last = state.frontier.size, store.last_index()
-            if (last if last is not None else -1) != size - 1:
-                raise AuditError(
-                    f"{path}: the log records {size} entries but its last index is {last}; "
-                    "run `exchange audit verify`",
-                    extra={"index": min(size, (last or 0) + 1)},
-                )
-            return cls(store, state.node or "", state.frontier, store.latest_checkpoint())
-        except BaseException:
-            store.close()
-            raise
+        path = store.path
+        recorded = store.state().node
+        if node is None and recorded is None:
+            raise ConfigError("a new audit log needs a node id or a signer")
+        if node is not None and recorded is not None and recorded != node:
+            raise ConfigError(f"{path} is the audit log of node {recorded}, not {node}")
+        if node is not None:
+            store.claim_node(node)
+        if certificate is not None:
+            store.add_certificate(certificate)
+        state = store.state()
+        size, last = state.frontier.size, store.last_index()
+        if (last if last is not None else -1) != size - 1:
+            raise AuditError(
+                f"{path}: the log records {size} entries but its last index is {last}; "
+                "run `exchange audit verify`",
+                extra={"index": min(size, (last or 0) + 1)},
+            )
+        return cls(state.node or "", state.frontier, store.latest_checkpoint())

@@ -1,15 +1,17 @@
-"""The gateway's aiohttp application: one node's HTTP API wired to its store, audit log and relay.
+"""The gateway's aiohttp application: one node's HTTP API wired to its database and relay.
 
 `create_app(config)` registers the route table behind bearer-token authentication and the
 problem-details middleware. Its cleanup contexts open, in order, the node's identity (key,
-certificate, trust store), the message store, the audit log, the bus, the case updates
-(`exchange.subscriptions`) and the relay, and close each one only if it was opened.
+certificate, trust store), its database (messages, case updates, peers and the audit log in
+one file), the audit log, the bus, the case updates (`exchange.subscriptions`) and the
+relay, and close each one only if it was opened.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -19,21 +21,24 @@ from aiormq.exceptions import ProbableAuthenticationError
 
 from exchange.audit.checkpoints import Checkpoint, CheckpointPolicy
 from exchange.audit.log import AuditLog
-from exchange.config import NodeConfig
+from exchange.audit.peers import PeerCheckpoints
+from exchange.audit.peers import setup_schema as setup_peers_schema
+from exchange.audit.store import setup_schema as setup_audit_schema
+from exchange.config import EARLIER_FILES, NodeConfig
 from exchange.crypto.signing import NodeSigner
 from exchange.crypto.verify import TrustStore
 from exchange.errors import ConfigError
 from exchange.gateway import keys
 from exchange.gateway.auth import Authenticator
-from exchange.gateway.metrics import Metrics
-from exchange.gateway.peers import PeerCheckpoints
 from exchange.gateway.problems import problem_middleware
-from exchange.gateway.recovery import recover_accepted
-from exchange.gateway.relay import Relay
 from exchange.gateway.route_spec import Route, RouteHandler
 from exchange.gateway.routes import ROUTES
-from exchange.gateway.store import MessageStore
 from exchange.log import get_logger
+from exchange.metrics import Metrics
+from exchange.relay.relay import Relay
+from exchange.storage.messages import MessageStore
+from exchange.storage.schema import setup_schema as setup_node_schema
+from exchange.storage.sqlite_thread import SqliteThread
 from exchange.subscriptions.http import CASE_UPDATES
 from exchange.subscriptions.service import CaseUpdates
 from exchange.transport.amqp import AmqpBus
@@ -116,11 +121,32 @@ async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    store = await MessageStore.open(app[keys.CONFIG].store_path)
-    app[keys.STORE] = store
+def _setup_database(conn: sqlite3.Connection) -> None:
+    setup_audit_schema(conn)
+    setup_node_schema(conn)
+    setup_peers_schema(conn)
+
+
+def open_database(config: NodeConfig) -> SqliteThread:
+    """The node's one database (not started). Refuses a data directory of the earlier
+    layout (four files), whose history a new database would silently leave behind."""
+    earlier = [name for name in EARLIER_FILES if (config.data_dir / name).exists()]
+    if earlier and not config.database_path.exists():
+        raise ConfigError(
+            f"{config.data_dir} holds {', '.join(earlier)}: the layout before the node's "
+            f"database became one file ({config.database_path.name}); verify and archive "
+            "their audit log, then start with an empty data directory"
+        )
+    return SqliteThread(config.database_path, _setup_database)
+
+
+async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
+    db = open_database(app[keys.CONFIG])
+    await db.start()
+    app[keys.DATABASE] = db
+    app[keys.STORE] = MessageStore(db)
     yield
-    await store.close()
+    await db.close()
 
 
 async def _audit_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -133,8 +159,8 @@ async def _audit_ctx(app: web.Application) -> AsyncIterator[None]:
         if relay is not None:
             await relay.publish_checkpoint(checkpoint)
 
-    audit = await AuditLog.open(
-        config.audit_path,
+    audit = await AuditLog.attach(
+        app[keys.DATABASE],
         app[keys.SIGNER],
         checkpoints=CheckpointPolicy(
             every_entries=config.checkpoint.every_entries,
@@ -144,7 +170,6 @@ async def _audit_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[keys.AUDIT] = audit
     try:
-        await recover_accepted(config, app[keys.STORE], audit)
         yield
     finally:
         await audit.close()
@@ -152,14 +177,10 @@ async def _audit_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _peers_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
-    peers = await PeerCheckpoints.open(
-        config.peers_path, app[keys.AUDIT], app[keys.TRUST], config.node_id
+    app[keys.PEERS] = PeerCheckpoints(
+        app[keys.DATABASE], app[keys.AUDIT], app[keys.TRUST], config.node_id
     )
-    app[keys.PEERS] = peers
-    try:
-        yield
-    finally:
-        await peers.close()
+    yield
 
 
 def _bus_ctx(
@@ -186,17 +207,18 @@ async def _case_updates_ctx(app: web.Application) -> AsyncIterator[None]:
     config, bus = app[keys.CONFIG], app[keys.BUS]
     service = await CaseUpdates.open(
         config,
+        db=app[keys.DATABASE],
         signer=app[keys.SIGNER],
         trust=app[keys.TRUST],
         audit=app[keys.AUDIT],
+        metrics=app[keys.METRICS],
         topology=bus.topology if bus is not None else None,
         peers=app[keys.PEERS],
     )
     app[CASE_UPDATES] = service
     try:
-        await service.emit_missed_sent_updates(app[keys.STORE])
         if bus is None:
-            await service.start(None, None)  # webhooks only; started with the bus otherwise
+            await service.start(None)  # webhooks only; started with the bus otherwise
         yield
     finally:
         await service.close()
@@ -216,16 +238,19 @@ def _relay_ctx(start_relay: bool) -> Callable[[web.Application], AsyncIterator[N
             app[keys.RELAY] = None
             yield
             return
+        service = app[CASE_UPDATES]
         relay = Relay(
             config=app[keys.CONFIG],
-            store=app[keys.STORE],
+            db=app[keys.DATABASE],
             signer=app[keys.SIGNER],
             trust=app[keys.TRUST],
             bus=bus,
             audit=app[keys.AUDIT],
             metrics=app[keys.METRICS],
             peers=app[keys.PEERS],
+            updates=service,
         )
+        service.wake = relay.wake
         app[keys.RELAY] = relay
         starter: asyncio.Task[None] | None = None
         try:
@@ -258,7 +283,7 @@ async def _connect_and_start(app: web.Application, bus: Bus, relay: Relay, *, fi
     try:
         if app.get(_OWN_BUS, False) and not bus.connected:
             await bus.start()
-        await service.start(bus, app[keys.STORE])
+        await service.start(bus)
         await relay.start()
     except asyncio.CancelledError:
         raise
@@ -307,7 +332,7 @@ def create_app(
     app.cleanup_ctx.extend(
         [
             _identity_ctx,
-            _store_ctx,
+            _database_ctx,
             _audit_ctx,
             _peers_ctx,
             _bus_ctx(bus, start_relay),

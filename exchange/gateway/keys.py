@@ -12,21 +12,23 @@ from aiohttp import web
 
 from exchange.config import NodeConfig
 from exchange.gateway.auth import Authenticator, Principal
-from exchange.gateway.metrics import Metrics
-from exchange.gateway.store import MessageStore
+from exchange.metrics import Metrics
+from exchange.storage.messages import MessageStore
 
 if TYPE_CHECKING:
     from exchange.audit.log import AuditLog
+    from exchange.audit.peers import PeerCheckpoints
     from exchange.crypto.signing import NodeSigner
     from exchange.crypto.verify import TrustStore
-    from exchange.gateway.peers import PeerCheckpoints
-    from exchange.gateway.relay import Relay
+    from exchange.relay.relay import Relay
+    from exchange.storage.sqlite_thread import SqliteThread
     from exchange.transport.bus import Bus
 
 CONFIG = web.AppKey("config", NodeConfig)
 METRICS = web.AppKey("metrics", Metrics)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 STORE = web.AppKey("store", MessageStore)
+DATABASE: web.AppKey[SqliteThread] = web.AppKey("database")
 SIGNER: web.AppKey[NodeSigner] = web.AppKey("signer")
 TRUST: web.AppKey[TrustStore] = web.AppKey("trust")
 AUDIT: web.AppKey[AuditLog] = web.AppKey("audit")

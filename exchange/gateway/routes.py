@@ -16,6 +16,7 @@ from uuid import UUID
 import orjson
 from aiohttp import web
 
+from exchange.audit.entries import AuditEvent, EntryFields
 from exchange.errors import FieldError, RequestError
 from exchange.gateway import keys, views
 from exchange.gateway.api_models import (
@@ -32,7 +33,6 @@ from exchange.gateway.api_models import (
 )
 from exchange.gateway.audit_http import AUDIT_ROUTES
 from exchange.gateway.auth import Permission
-from exchange.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from exchange.gateway.openapi import build_openapi
 from exchange.gateway.problems import problem_response
 from exchange.gateway.request_body import read_json_object
@@ -41,10 +41,13 @@ from exchange.gateway.submit import (
     check_case_update,
     check_payload,
     check_recipients,
+    commit_submission,
+    owed_publishes,
     parse_submission,
     sign_submission,
 )
 from exchange.log import get_logger
+from exchange.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from exchange.model.common import CASE_PATTERN, NETWORK_PATTERN, MessageType, utc_now
 from exchange.subscriptions import http as subscriptions
 
@@ -106,22 +109,31 @@ async def submit_message(request: web.Request) -> web.StreamResponse:
     record = signed.record
     case_updates = app[subscriptions.CASE_UPDATES]
     if submission.type is MessageType.CASE_UPDATE:
-        # fanned out on the cases exchange by the case-update publisher, not the relay
+        # fanned out on the cases exchange, not sent to each recipient
         await case_updates.accept(
             signed.envelope, actor=principal.token_id, role=principal.role.value
         )
     else:
-        await app[keys.STORE].submit(record)
-        await app[keys.AUDIT].append(
-            "accepted",
-            actor=principal.token_id,
-            role=principal.role.value,
-            message_id=record.id,
-            case=record.case,
-            digest=record.digest,
-            envelope=signed.envelope,
+        updates = case_updates.prepare_automatic(
+            signed.envelope, signed.header, payload_model, "sent"
         )
-        await case_updates.on_message_sent(signed.envelope)  # automatic case updates
+        stored = await commit_submission(
+            app[keys.DATABASE],
+            app[keys.AUDIT],
+            signed,
+            publishes=owed_publishes(record, case_updates.topology, config.node_id),
+            accepted=EntryFields.build(
+                AuditEvent.ACCEPTED,
+                actor=principal.token_id,
+                role=principal.role.value,
+                message_id=record.id,
+                case=record.case,
+                digest=record.digest,
+                envelope=signed.envelope,
+            ),
+            also=(lambda conn: case_updates.store_automatic(conn, updates)) if updates else None,
+        )
+        case_updates.announce(stored or [])
     app[keys.METRICS].message("out", record.type, "accepted")
     response = views.json_response({"id": str(record.id), "status": "accepted"}, status=202)
     await response.prepare(request)

@@ -9,24 +9,34 @@ the gateway fills in id, sender, schema and created_at, signs, and computes the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import sqlite3
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from uuid import uuid4
 
 from pydantic import BaseModel, ValidationError
 
+from exchange.audit.entries import EntryFields
+from exchange.audit.log import AuditLog
 from exchange.config import NodeConfig
 from exchange.crypto.signing import NodeSigner, encode_envelope
 from exchange.errors import ExchangeError, FieldError, RequestError
 from exchange.gateway.api_models import SubmitMessage
-from exchange.gateway.records import OutgoingRecord
 from exchange.gateway.request_body import field_errors
 from exchange.model.case_update import CaseUpdate
 from exchange.model.common import utc_now
 from exchange.model.deadlines import respond_by
 from exchange.model.envelope import MAX_ENVELOPE_BYTES, Header
 from exchange.schemas import schema_ref, validate_payload
+from exchange.storage import outbox
+from exchange.storage.messages import insert_message
+from exchange.storage.outbox import Publish
+from exchange.storage.records import OutgoingRecord
+from exchange.storage.sqlite_thread import SqliteThread
+from exchange.transport.topology import Topology
+
+T = TypeVar("T")
 
 GATEWAY_FIELDS = ("id", "sender", "schema", "created_at", "signature", "header")
 """Body fields a client may not set: the gateway fills them in (or they are the envelope's)."""
@@ -38,6 +48,45 @@ class SignedSubmission:
 
     record: OutgoingRecord
     envelope: dict[str, Any]
+    header: Header
+
+
+def owed_publishes(record: OutgoingRecord, topology: Topology, node_id: str) -> list[Publish]:
+    """One publish per recipient; a sender's messages of one case to one recipient keep
+    their order."""
+    return [
+        Publish(
+            message_id=record.id,
+            recipient=recipient,
+            kind="message",
+            type=record.type,
+            exchange="messages",
+            routing_key=topology.routing_key(recipient, record.type, node_id),
+            order_key=f"messages:{recipient}:{record.case}",
+        )
+        for recipient in record.recipients
+    ]
+
+
+async def commit_submission(
+    db: SqliteThread,
+    audit: AuditLog,
+    signed: SignedSubmission,
+    *,
+    publishes: list[Publish],
+    accepted: EntryFields,
+    also: Callable[[sqlite3.Connection], T] | None = None,
+) -> T | None:
+    """Store the message, owe its publishes and write its `accepted` entry in one
+    transaction, with `also` (the case updates it means); returns what `also` returned."""
+
+    def run(conn: sqlite3.Connection) -> T | None:
+        insert_message(conn, signed.record)
+        outbox.add(conn, publishes, signed.record.created_at)
+        audit.write(conn, accepted)
+        return also(conn) if also is not None else None
+
+    return await db.call(run)
 
 
 def parse_submission(body: Mapping[str, Any]) -> SubmitMessage:
@@ -169,4 +218,4 @@ def sign_submission(
         submitted_by=submitted_by,
         expires_at=header.expires_at,
     )
-    return SignedSubmission(record=record, envelope=envelope)
+    return SignedSubmission(record=record, envelope=envelope, header=header)

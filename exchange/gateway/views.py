@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from exchange.gateway.records import (
+from exchange.model.common import format_utc
+from exchange.storage.records import (
     CaseMessage,
     InboxRecord,
     MessageRecord,
@@ -21,7 +22,6 @@ from exchange.gateway.records import (
     OverdueReport,
     ReceiptRecord,
 )
-from exchange.model.common import format_utc
 
 
 def json_response(doc: Any, status: int = 200) -> web.Response:

@@ -16,8 +16,8 @@ from dataclasses import replace
 
 import orjson
 
+from exchange.storage.case_records import CaseEventRecord
 from exchange.subscriptions import sse
-from exchange.subscriptions.records import CaseEventRecord
 
 DEFAULT_KEEP = 1024
 """Updates kept in memory (about 1.5 KB each: the record without its envelope, and its

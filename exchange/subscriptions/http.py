@@ -20,9 +20,9 @@ from exchange.errors import FieldError, RequestError
 from exchange.gateway import keys, views
 from exchange.log import get_logger
 from exchange.model.common import CASE_PATTERN, NETWORK_PATTERN
+from exchange.storage.case_records import CaseEventRecord
 from exchange.subscriptions import sse
 from exchange.subscriptions.feed import frame_of
-from exchange.subscriptions.records import CaseEventRecord
 from exchange.subscriptions.service import CaseUpdates
 
 CASE_UPDATES = web.AppKey("case_updates", CaseUpdates)

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,17 +24,18 @@ from typing import TYPE_CHECKING, Literal
 import aiohttp
 import orjson
 
-from exchange.audit.entries import AuditEvent
+from exchange.audit.entries import AuditEvent, EntryFields
 from exchange.config import NetworkConfig, WebhookConfig
 from exchange.errors import ConfigError
 from exchange.log import get_logger
 from exchange.model.common import utc_now
+from exchange.relay.backoff import retry_delay
+from exchange.storage import case_events
+from exchange.storage.case_records import CaseEventRecord, WebhookJob
 from exchange.subscriptions.feed import EventFeed
-from exchange.subscriptions.records import CaseEventRecord, WebhookJob
 
 if TYPE_CHECKING:
-    from exchange.audit.log import AuditLog
-    from exchange.subscriptions.store import SubscriptionStore
+    from exchange.storage.case_events import CaseEventStore
 
 _log = get_logger(__name__)
 
@@ -104,8 +104,7 @@ class Webhook:
         return network == self.network and (not self.config.cases or case in self.config.cases)
 
     def retry_delay(self, attempts: int) -> float:
-        base = self.config.retry_min_seconds * float(2 ** min(attempts, 20))
-        return float(min(self.config.retry_max_seconds, base) * random.uniform(0.8, 1.2))
+        return retry_delay(attempts, self.config.retry_min_seconds, self.config.retry_max_seconds)
 
 
 def load_webhooks(networks: Sequence[NetworkConfig]) -> dict[str, Webhook]:
@@ -130,13 +129,11 @@ class WebhookWorker:
         self,
         *,
         hooks: Mapping[str, Webhook],
-        store: SubscriptionStore,
-        audit: AuditLog,
+        store: CaseEventStore,
         feed: EventFeed,
     ) -> None:
         self.hooks = dict(hooks)
         self._store = store
-        self._audit = audit
         self._feed = feed
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -236,13 +233,13 @@ class WebhookWorker:
         record = job.record
         attempt = job.attempts + 1
         if outcome == "delivered":
-            await self._store.webhook_delivered(job.webhook, record.cursor, now)
+            change = case_events.webhook_delivered(now)
         elif outcome == "retry":
             assert hook is not None and error is not None
             due = now + timedelta(seconds=hook.retry_delay(job.attempts))
-            await self._store.webhook_retry(job.webhook, record.cursor, due, error)
+            change = case_events.webhook_retry(due, error)
         else:
-            await self._store.webhook_gave_up(job.webhook, record.cursor, now, error or "")
+            change = case_events.webhook_gave_up(now, error or "")
         detail: dict[str, object] = {
             "channel": "webhook",
             "webhook": job.webhook,
@@ -256,7 +253,7 @@ class WebhookWorker:
         if error is not None:
             detail["error"] = error
         # The log has one delivery event; failed attempts carry a code and their outcome.
-        await self._audit.append(
+        entry = EntryFields.build(
             AuditEvent.SUBSCRIPTION_DELIVERED,
             actor=f"webhook:{job.webhook}",
             message_id=record.id,
@@ -265,6 +262,7 @@ class WebhookWorker:
             code=None if outcome == "delivered" else f"webhook.{outcome}",
             detail=detail,
         )
+        await self._store.webhook_settled(job.webhook, record.cursor, change, entry)
         log = _log.info if outcome == "delivered" else _log.warning
         log(
             f"webhook.{outcome}",

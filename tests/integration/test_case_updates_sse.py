@@ -29,7 +29,7 @@ from exchange.model.envelope import Header
 from exchange.network import NetworkLayout, init_network_dir
 from exchange.subscriptions import feed
 from exchange.subscriptions.http import CASE_UPDATES
-from exchange.subscriptions.records import NewCaseEvent
+from exchange.storage.case_records import NewCaseEvent
 from exchange.subscriptions.sse import parse_events
 
 pytestmark = pytest.mark.integration

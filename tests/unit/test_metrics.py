@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from exchange.gateway.metrics import Counter, Histogram, Metrics
+from exchange.metrics import Counter, Histogram, Metrics
 
 SAMPLE = re.compile(r'^[a-z_]+(\{([a-z_]+="([^"\\]|\\.)*",?)*\})? -?[0-9.e+Inf-]+$')
 

@@ -19,7 +19,7 @@ from exchange.audit.log import AuditLog
 from exchange.crypto.signing import NodeSigner
 from exchange.crypto.verify import TrustStore
 from exchange.gateway.app import load_identity
-from exchange.gateway.peers import PeerCheckpoints
+from exchange.audit.peers import PeerCheckpoints
 from exchange.model.common import utc_now
 from exchange.network import NetworkLayout, init_network_dir
 

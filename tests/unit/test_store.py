@@ -11,8 +11,8 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from exchange.gateway.records import OutgoingRecord
-from exchange.gateway.store import MessageStore
+from exchange.storage.records import OutgoingRecord
+from exchange.storage.messages import MessageStore
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

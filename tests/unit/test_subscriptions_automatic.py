@@ -18,13 +18,13 @@ from exchange.config import AutoUpdates, NetworkConfig, NodeConfig
 from exchange.crypto.signing import NodeSigner, encode_envelope
 from exchange.crypto.verify import TrustStore, VerificationPolicy, verify_envelope
 from exchange.gateway.app import load_identity
-from exchange.gateway.records import OutgoingRecord
-from exchange.gateway.store import MessageStore
+from exchange.storage.records import OutgoingRecord
+from exchange.storage.messages import MessageStore
 from exchange.model.common import utc_now
 from exchange.model.envelope import Header
 from exchange.network import NetworkLayout, init_network_dir
 from exchange.subscriptions.automatic import automatic_update, automatic_update_id
-from exchange.subscriptions.records import NewCaseEvent
+from exchange.storage.case_records import NewCaseEvent
 from exchange.subscriptions.service import CaseUpdates
 
 NODES = ["AL-ARO", "RS-PPO", "MD-ARO", "KZ-ARC"]

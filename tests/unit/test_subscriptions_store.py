@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from exchange.model.common import utc_now
-from exchange.subscriptions.records import AuditIntent, NewCaseEvent
-from exchange.subscriptions.store import SubscriptionStore
+from exchange.storage.case_records import AuditIntent, NewCaseEvent
+from exchange.storage.case_events import SubscriptionStore
 
 
 def event(

@@ -5,6 +5,9 @@ thread. Operations that are queued together are group-committed: one transaction
 fsync) for the batch. If one of them fails, the batch is rolled back and each operation runs
 again in its own transaction, so one failure spoils none of the others. A caller's await
 returns only after its transaction committed.
+
+`TransactionHook`s take part in every transaction: the audit log keeps its Merkle frontier in
+memory, writes its entries inside the caller's transaction, and forgets them if it rolls back.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -53,6 +56,22 @@ def _settle_all(settled: list[tuple[asyncio.Future[Any], _Outcome]]) -> None:
         _settle(future, result, error)
 
 
+class TransactionHook(Protocol):
+    """Something that writes inside other operations' transactions (on the worker thread)."""
+
+    def begin(self) -> None:
+        """A transaction began."""
+
+    def before_commit(self, conn: sqlite3.Connection) -> None:
+        """The transaction's operations ran; write what the hook owes them."""
+
+    def committed(self) -> None:
+        """The transaction is durable."""
+
+    def rolled_back(self) -> None:
+        """Nothing of the transaction was kept."""
+
+
 class SqliteThread:
     """A durable SQLite database (WAL, synchronous=FULL) served by one worker thread."""
 
@@ -62,6 +81,15 @@ class SqliteThread:
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._hooks: list[TransactionHook] = []
+
+    def add_hook(self, hook: TransactionHook) -> None:
+        """Take `hook` into every transaction from now on (call before queuing work)."""
+        self._hooks.append(hook)
+
+    @property
+    def is_open(self) -> bool:
+        return not self._closed and self._thread is not None
 
     async def start(self) -> None:
         """Open the connection on the worker thread; raises if the database cannot be opened."""
@@ -75,12 +103,20 @@ class SqliteThread:
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(connection)` in a transaction on the worker thread; return once committed."""
+        return await self.submit(fn)
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue `fn(connection)` now; the future gives its result once it is committed.
+
+        Operations run in the order they are queued. Cancelling the future does not
+        withdraw the operation.
+        """
         if self._closed or self._thread is None:
             raise RuntimeError(f"database {self.path} is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Op(fn, loop, future))
-        return await future
+        return future
 
     async def close(self) -> None:
         """Finish the queued operations, then close the connection."""
@@ -135,13 +171,12 @@ class SqliteThread:
         finally:
             conn.close()
 
-    @classmethod
-    def _execute(cls, conn: sqlite3.Connection, group: list[_Op]) -> None:
+    def _execute(self, conn: sqlite3.Connection, group: list[_Op]) -> None:
         try:
-            outcomes = cls._transaction(conn, group)
+            outcomes = self._transaction(conn, group)
         except _OpFailed:
             # One operation failed: run each on its own, so it spoils none of the others.
-            outcomes = [cls._alone(conn, op) for op in group]
+            outcomes = [self._alone(conn, op) for op in group]
         except Exception as exc:
             outcomes = [(None, exc)] * len(group)
         # One wake-up of each caller's loop for the whole group, not one per operation:
@@ -154,8 +189,7 @@ class SqliteThread:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle_all, settled)
 
-    @staticmethod
-    def _transaction(conn: sqlite3.Connection, group: list[_Op]) -> list[_Outcome]:
+    def _transaction(self, conn: sqlite3.Connection, group: list[_Op]) -> list[_Outcome]:
         """Every operation of the group in one transaction; nothing is kept if one fails.
 
         No savepoints on this path: every statement hands the GIL back and forth, and under
@@ -163,6 +197,8 @@ class SqliteThread:
         """
         results: list[_Outcome] = []
         conn.execute("BEGIN IMMEDIATE")
+        for hook in self._hooks:
+            hook.begin()
         try:
             for op in group:
                 try:
@@ -171,17 +207,22 @@ class SqliteThread:
                     if len(group) == 1:
                         raise
                     raise _OpFailed from exc
+            for hook in self._hooks:
+                hook.before_commit(conn)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
+            for hook in self._hooks:
+                hook.rolled_back()
             raise
+        for hook in self._hooks:
+            hook.committed()
         return results
 
-    @classmethod
-    def _alone(cls, conn: sqlite3.Connection, op: _Op) -> _Outcome:
+    def _alone(self, conn: sqlite3.Connection, op: _Op) -> _Outcome:
         try:
-            return cls._transaction(conn, [op])[0]
+            return self._transaction(conn, [op])[0]
         except Exception as exc:
             return (None, exc)

@@ -11,12 +11,13 @@ before:
   root, and a larger size never has an earlier time (a log only grows); else
   `checkpoint.conflict`: the node showed two different histories, or rewound its log.
 
-A new valid checkpoint is kept in `peers.sqlite3` and recorded in the node's own audit log
-as `peer-checkpoint` (the evidence is then as tamper-evident as the rest); a refused one is
-recorded as `rejected` with its code, both checkpoints in the detail, and logged as an error.
+A new valid checkpoint is kept in the node's database and, in the same transaction, recorded
+in the node's own audit log as `peer-checkpoint` (the evidence is then as tamper-evident as
+the rest); a refused one is recorded as `rejected` with its code, both checkpoints in the
+detail, and logged as an error.
 Consistency between checkpoints of different sizes needs the peer's log itself: an auditor
-exports what a node saw (`exchange audit peers --db peers.sqlite3 --node N --out FILE`) and
-checks it against N's log with `exchange audit verify --db <N's audit.sqlite3> --checkpoints
+exports what a node saw (`exchange audit peers --db node.sqlite3 --node N --out FILE`) and
+checks it against N's log with `exchange audit verify --db <N's node.sqlite3> --checkpoints
 FILE`. A checkpoint never stops a message: the envelope is judged on its own.
 """
 
@@ -29,13 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from exchange.audit.checkpoints import Checkpoint, check_checkpoint
-from exchange.audit.entries import AuditEvent
+from exchange.audit.entries import AuditEvent, EntryFields
 from exchange.audit.log import AuditLog
 from exchange.crypto.verify import TrustStore
 from exchange.errors import ExchangeError
-from exchange.gateway.sqlite_thread import SqliteThread
 from exchange.log import get_logger
 from exchange.model.common import format_utc
+from exchange.storage.sqlite_thread import SqliteThread
 
 _log = get_logger(__name__)
 
@@ -54,7 +55,8 @@ CREATE TABLE IF NOT EXISTS peer_checkpoints (
 """
 
 
-def _setup(conn: sqlite3.Connection) -> None:
+def setup_schema(conn: sqlite3.Connection) -> None:
+    """Create the table inside the caller's transaction."""
     conn.execute(_SCHEMA)  # one statement: `executescript` would commit on its own
 
 
@@ -99,17 +101,23 @@ class PeerCheckpoints:
         self._last: dict[str, bytes] = {}  # node -> the body last seen: the common case
         self._refused: dict[str, bytes] = {}  # node -> the body last refused
         self._refused_code: dict[str, str] = {}
+        self._owns_db = False
 
     @classmethod
     async def open(
         cls, path: Path, audit: AuditLog, trust: TrustStore, node_id: str
     ) -> PeerCheckpoints:
-        db = SqliteThread(path, _setup)
+        """Peer checkpoints in a database file of their own (tests and tools); a node keeps
+        them in its own database (`PeerCheckpoints(db, ...)`)."""
+        db = SqliteThread(path, setup_schema)
         await db.start()
-        return cls(db, audit, trust, node_id)
+        peers = cls(db, audit, trust, node_id)
+        peers._owns_db = True
+        return peers
 
     async def close(self) -> None:
-        await self._db.close()
+        if self._owns_db:
+            await self._db.close()
 
     async def observe_headers(self, headers: Mapping[str, object], sender: str) -> None:
         """Check the checkpoint an envelope from `sender` (verified) carries, if any; never
@@ -155,13 +163,16 @@ class PeerCheckpoints:
         self._last[sender] = body
         if same:
             return KNOWN
-        inserted = await self._db.call(lambda conn: _insert(conn, cp, body))
-        if not inserted:
+        entry = EntryFields.build(AuditEvent.PEER_CHECKPOINT, detail={"checkpoint": cp.as_dict()})
+
+        def keep(conn: sqlite3.Connection) -> bool:
+            if not _insert(conn, cp, body):
+                return False
+            self._audit.write(conn, entry)
+            return True
+
+        if not await self._db.call(keep):
             return KNOWN
-        await self._audit.append(
-            AuditEvent.PEER_CHECKPOINT,
-            detail={"checkpoint": cp.as_dict()},
-        )
         _log.info("peer_checkpoint.seen", node=self.node_id, peer=sender, size=cp.size)
         return Observation("new")
 

@@ -29,17 +29,6 @@ class OutgoingRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class OutboxItem:
-    """One publish still owed: a message for one recipient."""
-
-    message_id: UUID
-    recipient: str
-    type: str
-    envelope: bytes
-    attempts: int
-
-
-@dataclass(frozen=True, slots=True)
 class ReceiptRecord:
     """A verified receipt from a recipient: accepted, or rejected with a reason code."""
 
@@ -107,19 +96,18 @@ class InboxRecord:
 
 @dataclass(frozen=True, slots=True)
 class InboxArrival:
-    """What `MessageStore.inbox_receive` found for an incoming message, or stored."""
+    """What `insert_inbox` found for an incoming message, or stored."""
 
     cursor: int
     digest: str
     """Of the stored copy: not the arrival's when its id was used for other content."""
-    audited: bool
     new: bool
     """Stored by this call; False when a copy with the same id was already there."""
 
 
 @dataclass(frozen=True, slots=True)
 class ReceiptOutcome:
-    """What `MessageStore.record_receipt_checked` made of a receipt.
+    """What `insert_receipt` made of a receipt.
 
     `refusal` ("recipient.mismatch" or "receipt.mismatch") means nothing was recorded;
     otherwise `status` is the message's status after the receipt.

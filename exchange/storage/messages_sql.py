@@ -1,7 +1,7 @@
-"""The SQL of the message store: its schema, status derivation, and rows turned into records.
+"""The SQL of messages, receipts and the inbox: status derivation, rows turned into records.
 
-Every function here runs on the store's worker thread, inside a transaction that
-`SqliteThread` opened; `MessageStore` is the only caller.
+Every function here runs on the database thread, inside a transaction that `SqliteThread`
+opened (the tables are in `exchange.storage.schema`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from exchange.gateway.records import (
+from exchange.model.common import format_utc
+from exchange.storage.records import (
     CaseMessage,
     InboxRecord,
     MessageRecord,
@@ -23,89 +24,12 @@ from exchange.gateway.records import (
     RecipientState,
     RecipientStateName,
 )
-from exchange.model.common import format_utc
-
-SCHEMA_VERSION = 1
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    id TEXT PRIMARY KEY,
-    type TEXT NOT NULL,
-    "case" TEXT NOT NULL,
-    in_reply_to TEXT,
-    recipients TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    respond_by TEXT,
-    expires_at TEXT,
-    status TEXT NOT NULL,
-    reason TEXT,
-    failure TEXT,
-    envelope BLOB NOT NULL,
-    digest TEXT NOT NULL,
-    submitted_by TEXT,
-    updated_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_case ON messages("case", created_at);
-CREATE INDEX IF NOT EXISTS messages_reply ON messages(in_reply_to) WHERE in_reply_to IS NOT NULL;
-CREATE INDEX IF NOT EXISTS messages_due ON messages(respond_by) WHERE respond_by IS NOT NULL;
-CREATE INDEX IF NOT EXISTS messages_expiring ON messages(expires_at)
-    WHERE expires_at IS NOT NULL AND failure IS NULL AND status IN ('accepted', 'rejected');
-CREATE TABLE IF NOT EXISTS outbox (
-    message_id TEXT NOT NULL REFERENCES messages(id),
-    recipient TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at TEXT NOT NULL,
-    confirmed_at TEXT,
-    abandoned_at TEXT,
-    PRIMARY KEY (message_id, recipient)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(next_attempt_at)
-    WHERE confirmed_at IS NULL AND abandoned_at IS NULL;
-CREATE TABLE IF NOT EXISTS receipts (
-    message_id TEXT NOT NULL REFERENCES messages(id),
-    from_node TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    reason TEXT,
-    detail TEXT,
-    received_at TEXT NOT NULL,
-    envelope BLOB NOT NULL,
-    PRIMARY KEY (message_id, from_node)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS inbox (
-    cursor INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    type TEXT NOT NULL,
-    "case" TEXT NOT NULL,
-    sender TEXT NOT NULL,
-    in_reply_to TEXT,
-    digest TEXT NOT NULL,
-    envelope BLOB NOT NULL,
-    received_at TEXT NOT NULL,
-    respond_by TEXT,
-    audited INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS inbox_case ON inbox("case", received_at);
-CREATE INDEX IF NOT EXISTS inbox_reply ON inbox(in_reply_to) WHERE in_reply_to IS NOT NULL;
-CREATE INDEX IF NOT EXISTS inbox_due ON inbox(respond_by) WHERE respond_by IS NOT NULL;
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-
 
 SELECT_EXPIRING = (
     "SELECT id FROM messages WHERE expires_at IS NOT NULL AND failure IS NULL "
     "AND status IN ('accepted', 'rejected') AND expires_at <= ?"
 )
 """Messages that may still have unsent rows and are past their expiry (a partial index)."""
-
-SELECT_DUE = (
-    "SELECT o.message_id, o.recipient, m.type, m.envelope, o.attempts "
-    "FROM outbox o JOIN messages m ON m.id = o.message_id "
-    "WHERE o.confirmed_at IS NULL AND o.abandoned_at IS NULL AND o.next_attempt_at <= ? "
-    "AND (m.expires_at IS NULL OR m.expires_at > ?) "
-    "ORDER BY o.next_attempt_at LIMIT ?"
-)
-"""Due publishes in the order they became due; walks the partial index, stops at LIMIT."""
-
 
 INSERT_INBOX = (
     'INSERT OR IGNORE INTO inbox (id, type, "case", sender, in_reply_to, digest, '
@@ -142,16 +66,6 @@ def dt(value: str | None) -> datetime | None:
 
 def uuid_or_none(value: str | None) -> UUID | None:
     return None if value is None else UUID(value)
-
-
-def setup(conn: sqlite3.Connection) -> None:
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
-    if version > SCHEMA_VERSION:
-        raise RuntimeError(f"store schema version {version} is newer than this program's")
-    for statement in SCHEMA.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
 def refresh_status(conn: sqlite3.Connection, message_id: str, now: str) -> str:

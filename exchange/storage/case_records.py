@@ -7,8 +7,7 @@ table, the durable cursor of the SSE stream and of polling.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -88,60 +87,11 @@ class CaseEventRecord:
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """What storing an update did: its cursor, whether it is new, and the digest held;
-    `audit_owed`: its audit entries are not all known to be written yet."""
+    """What storing an update did: its cursor, whether it is new, and the digest held."""
 
     cursor: int
     new: bool
     digest: str
-    audit_owed: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class AuditIntent:
-    """An audit entry owed for a stored update, kept in the update's row until written.
-
-    The store and the audit log are two files: the row is committed first, with the entries
-    it owes; they are written next, and the row is then cleared. A node killed in between
-    writes the missing ones when it starts again. The entry names the update (id, case,
-    digest) and carries `detail` plus the update's `cursor`, and with `envelope` its signed
-    envelope.
-    """
-
-    event: str
-    actor: str | None = None
-    role: str | None = None
-    envelope: bool = False
-    detail: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "event": self.event,
-            "actor": self.actor,
-            "role": self.role,
-            "envelope": self.envelope,
-            "detail": dict(self.detail),
-        }
-
-    @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> AuditIntent:
-        return cls(
-            event=str(doc["event"]),
-            actor=doc.get("actor"),
-            role=doc.get("role"),
-            envelope=bool(doc.get("envelope")),
-            detail=dict(doc.get("detail") or {}),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class PendingPublish:
-    """An update this node signed whose publish the broker has not confirmed yet."""
-
-    id: UUID
-    routing_key: str
-    envelope: bytes
-    attempts: int
 
 
 @dataclass(frozen=True, slots=True)

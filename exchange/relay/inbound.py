@@ -1,0 +1,228 @@
+"""The one inbound pipeline: verify -> store and audit (one transaction) -> ack.
+
+Messages and case updates alike: a delivery is verified with the node's one verification
+policy, checked by its step (routing key, payload, membership), then stored with the
+audit entries and the receipt it owes in one transaction, and only then acked. A refusal
+is recorded by the one `RefusalRecorder`: its `rejected` entry (with the envelope as
+evidence when it can be kept) and, for a message whose sender can be named, a signed
+negative receipt, in one transaction; then the delivery is dead-lettered with its code.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Generic, Protocol, TypeVar
+
+import orjson
+
+from exchange.audit.entries import AuditEvent, EntryFields
+from exchange.audit.log import AuditLog
+from exchange.audit.peers import PeerCheckpoints
+from exchange.config import NodeConfig
+from exchange.crypto.canonical import canonicalize, sha256_hex
+from exchange.crypto.verify import TrustStore, VerificationPolicy, VerifiedEnvelope, verify_envelope
+from exchange.errors import ExchangeError
+from exchange.log import get_logger
+from exchange.metrics import Metrics
+from exchange.model.common import MessageType, utc_now
+from exchange.relay.receipts import RECEIPT_CODES, OwedReceipt, uuid_or_none
+from exchange.storage import outbox
+from exchange.storage.sqlite_thread import SqliteThread
+from exchange.transport.bus import REQUEUE, Delivery, Verdict, dead_letter
+
+_log = get_logger(__name__)
+
+MAX_QUEUED_AGE = timedelta(days=14)
+"""How old a message may be when it is consumed. Longer than the clock skew on purpose: a
+message waits in the broker while its recipient is down, and must not be lost for that;
+a second copy is refused by the durable inbox, not by a time window."""
+
+
+def verification_policy(config: NodeConfig, trust: TrustStore) -> VerificationPolicy:
+    """The node's policy for everything that arrives from the broker."""
+    skew = timedelta(seconds=config.limits.max_skew_seconds)
+    return VerificationPolicy(
+        trust=trust,
+        max_skew=skew,
+        max_bytes=config.limits.max_body_bytes + 65_536,
+        max_age=max(MAX_QUEUED_AGE, skew),
+    )
+
+
+P = TypeVar("P")
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What a step's transaction did: the verdict, or a refusal to record instead."""
+
+    verdict: Verdict
+    refusal: ExchangeError | None = None
+    after: Callable[[], None] | None = None
+    """Run once committed (wake the publisher and the feeds, count, log)."""
+
+
+class InboundStep(Protocol, Generic[P]):
+    """What one queue's deliveries need beyond the envelope's own verification."""
+
+    def prepare(self, delivery: Delivery, verified: VerifiedEnvelope, received_at: datetime) -> P:
+        """Checks that need no database (raise ExchangeError), and the work that may be
+        done before the transaction (signing receipts and automatic updates)."""
+        ...
+
+    def store(self, conn: sqlite3.Connection, prepared: P) -> StepResult:
+        """Inside the transaction: the facts, their audit entries, the publishes owed."""
+        ...
+
+
+Answer = Callable[[Mapping[str, Any], str, datetime, str, str], OwedReceipt | None]
+"""Signs a negative receipt (loose header, digest, received at, code, detail), if any."""
+
+
+@dataclass(slots=True)
+class RefusalRecorder:
+    """Records a refused delivery once: its entry and its negative receipt together."""
+
+    node_id: str
+    db: SqliteThread
+    audit: AuditLog
+    metrics: Metrics
+    answer: Answer | None = None
+    wake: Callable[[], None] = field(default=lambda: None)
+
+    async def refuse(
+        self, delivery: Delivery, err: ExchangeError, received_at: datetime
+    ) -> Verdict:
+        """Audit the refusal (with a negative receipt where one is owed); dead-letter it.
+
+        If the evidence cannot be kept (it is not JSON the log can hold), the entry is
+        written without it; if nothing can be written, the delivery is requeued.
+        """
+        code = err.code if err.code in RECEIPT_CODES else "envelope.malformed"
+        raw = _loose_json(delivery.body)
+        header = raw.get("header") if isinstance(raw, dict) else None
+        header = dict(header) if isinstance(header, dict) else {}
+        message_id = uuid_or_none(header.get("id"))
+        digest = err.extra.get("digest") or sha256_hex(delivery.body)
+        case = header.get("case") if isinstance(header.get("case"), str) else None
+        detail = {
+            "exchange": delivery.exchange,
+            "routing_key": delivery.routing_key[:255],
+            "reason": err.detail[:500],
+            "claimed_id": str(header.get("id"))[:100] if message_id is None else None,
+        }
+        evidence = raw if isinstance(raw, dict) and _canonicalizable(raw) else None
+        receipt = None
+        if self.answer is not None and header.get("type") != MessageType.RECEIPT.value:
+            receipt = self.answer(header, digest, received_at, code, err.detail)
+        entries = [
+            EntryFields.build(
+                AuditEvent.REJECTED,
+                message_id=message_id,
+                case=case[:64] if case else None,
+                digest=digest,
+                code=code,
+                envelope=evidence,
+                detail=detail,
+            )
+        ]
+        fallback = [
+            EntryFields.build(AuditEvent.REJECTED, digest=sha256_hex(delivery.body), code=code)
+        ]
+        try:
+            await self.db.call(lambda conn: self._record(conn, entries, receipt, received_at))
+        except Exception:
+            _log.exception("audit.refusal_evidence_failed", code=code, node=self.node_id)
+            try:
+                await self.db.call(lambda conn: self._record(conn, fallback, receipt, received_at))
+            except Exception:
+                _log.exception("audit.refusal_failed", code=code, node=self.node_id)
+                return REQUEUE  # nothing recorded: the broker keeps the delivery
+        if receipt is not None:
+            self.wake()
+        self.metrics.message("in", str(header.get("type", "unknown"))[:40], "refused")
+        _log.warning(
+            "inbox.refused",
+            code=code,
+            message_id=str(message_id),
+            node=self.node_id,
+            exchange=delivery.exchange,
+            routing_key=delivery.routing_key[:255],
+        )
+        return dead_letter(code)
+
+    def _record(
+        self,
+        conn: sqlite3.Connection,
+        entries: list[EntryFields],
+        receipt: OwedReceipt | None,
+        now: datetime,
+    ) -> None:
+        for entry in entries:
+            self.audit.write(conn, entry)
+        if receipt is not None:
+            outbox.add(conn, [receipt.publish], now)
+            self.audit.write(conn, receipt.entry)
+
+
+class InboundPipeline(Generic[P]):
+    """Handles the deliveries of one queue; `handle` is the bus handler."""
+
+    def __init__(
+        self,
+        *,
+        db: SqliteThread,
+        policy: VerificationPolicy,
+        step: InboundStep[P],
+        refusals: RefusalRecorder,
+        peers: PeerCheckpoints | None = None,
+    ) -> None:
+        self._db = db
+        self._policy = policy
+        self._step = step
+        self._refusals = refusals
+        self._peers = peers
+
+    async def handle(self, delivery: Delivery) -> Verdict:
+        received_at = utc_now()
+        verified: VerifiedEnvelope | None = None
+        try:
+            verified = verify_envelope(delivery.body, self._policy, now=received_at)
+            prepared = self._step.prepare(delivery, verified, received_at)
+        except ExchangeError as err:
+            if verified is not None:
+                # Refused after the signature checked out: name what was signed, so the
+                # sender can match the negative receipt to its message.
+                err.extra.setdefault("digest", verified.digest)
+            return await self._refusals.refuse(delivery, err, received_at)
+        # No await between the delivery and queuing its transaction: deliveries are stored
+        # in the order they arrived.
+        stored = await self._db.call(lambda conn: self._step.store(conn, prepared))
+        if stored.refusal is not None:
+            stored.refusal.extra.setdefault("digest", verified.digest)
+            return await self._refusals.refuse(delivery, stored.refusal, received_at)
+        if stored.after is not None:
+            stored.after()
+        sender = verified.envelope.header.sender
+        if self._peers is not None and sender != self._refusals.node_id:
+            # evidence about the sender; never refuses
+            await self._peers.observe_headers(delivery.headers, sender)
+        return stored.verdict
+
+
+def _canonicalizable(doc: Any) -> bool:
+    try:
+        canonicalize(doc)
+    except Exception:  # floats, huge integers, lone surrogates, deep nesting ...
+        return False
+    return True
+
+
+def _loose_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
