@@ -171,6 +171,8 @@ class AuditLog:
         its index. It commits with the caller's other writes, or not at all."""
         if fields.event is AuditEvent.CHECKPOINT:
             raise ValueError("checkpoint entries are written by the log itself")
+        if not self._db.owns(conn):
+            raise RuntimeError("an audit entry must be written in its log's own database")
         now = utc_now()
         body = fields.encode(self._frontier.size, now, self.node)
         self._remember()
@@ -331,6 +333,11 @@ class AuditLog:
         return cp
 
     # -- reading -------------------------------------------------------------------------
+
+    @property
+    def database(self) -> SqliteThread:
+        """The database the log lives in (facts written with its entries must live there)."""
+        return self._db
 
     @property
     def head(self) -> TreeHead:

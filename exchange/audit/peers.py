@@ -26,7 +26,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from exchange.audit.checkpoints import Checkpoint, check_checkpoint
@@ -101,23 +100,13 @@ class PeerCheckpoints:
         self._last: dict[str, bytes] = {}  # node -> the body last seen: the common case
         self._refused: dict[str, bytes] = {}  # node -> the body last refused
         self._refused_code: dict[str, str] = {}
-        self._owns_db = False
 
     @classmethod
-    async def open(
-        cls, path: Path, audit: AuditLog, trust: TrustStore, node_id: str
-    ) -> PeerCheckpoints:
-        """Peer checkpoints in a database file of their own (tests and tools); a node keeps
-        them in its own database (`PeerCheckpoints(db, ...)`)."""
-        db = SqliteThread(path, setup_schema)
-        await db.start()
-        peers = cls(db, audit, trust, node_id)
-        peers._owns_db = True
-        return peers
-
-    async def close(self) -> None:
-        if self._owns_db:
-            await self._db.close()
+    async def beside(cls, audit: AuditLog, trust: TrustStore, node_id: str) -> PeerCheckpoints:
+        """Peer checkpoints kept in the audit log's own database (its table created there if
+        need be); a node's database has the table already."""
+        await audit.database.call(setup_schema)
+        return cls(audit.database, audit, trust, node_id)
 
     async def observe_headers(self, headers: Mapping[str, object], sender: str) -> None:
         """Check the checkpoint an envelope from `sender` (verified) carries, if any; never

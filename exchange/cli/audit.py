@@ -59,7 +59,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     replay = actions.add_parser("replay", help="the timeline, each entry checked as shown")
     source = replay.add_mutually_exclusive_group(required=True)
-    source.add_argument("--db", type=Path, metavar="FILE", help="a node's audit log")
+    source.add_argument(
+        "--db", type=Path, metavar="FILE", help="a node's audit log (its node.sqlite3)"
+    )
     source.add_argument(
         "--stream",
         metavar="URL",
@@ -93,7 +95,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="the other nodes' checkpoints a node saw, as JSON Lines for `verify --checkpoints`",
     )
     peers.add_argument(
-        "--db", type=Path, required=True, metavar="FILE", help="the node's peers.sqlite3"
+        "--db", type=Path, required=True, metavar="FILE", help="the node's database (node.sqlite3)"
     )
     peers.add_argument("--node", help="only this node's checkpoints")
     peers.add_argument("--out", type=Path, metavar="FILE", help="write here (default: stdout)")

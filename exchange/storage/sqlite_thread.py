@@ -82,6 +82,7 @@ class SqliteThread:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._hooks: list[TransactionHook] = []
+        self._conn: sqlite3.Connection | None = None
 
     def add_hook(self, hook: TransactionHook) -> None:
         """Take `hook` into every transaction from now on (call before queuing work)."""
@@ -90,6 +91,10 @@ class SqliteThread:
     @property
     def is_open(self) -> bool:
         return not self._closed and self._thread is not None
+
+    def owns(self, conn: sqlite3.Connection) -> bool:
+        """True when `conn` is this database's connection (so its transaction is ours)."""
+        return conn is self._conn
 
     async def start(self) -> None:
         """Open the connection on the worker thread; raises if the database cannot be opened."""
@@ -150,6 +155,7 @@ class SqliteThread:
             self._closed = True
             loop.call_soon_threadsafe(_settle, opened, None, exc)
             return
+        self._conn = conn
         loop.call_soon_threadsafe(_settle, opened, None, None)
         try:
             stopping = False

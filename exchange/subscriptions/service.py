@@ -104,7 +104,7 @@ class CaseUpdates:
                 topology=topology,
                 audit=audit,
                 webhooks=self.webhooks_for,
-                stored=self.feed.publish,
+                stored=lambda record: self.feed.publish(record),
             ),
             refusals=RefusalRecorder(node_id=self.node_id, db=db, audit=audit, metrics=metrics),
             peers=peers,

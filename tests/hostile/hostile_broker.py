@@ -289,6 +289,10 @@ class BrokerTarget:
         while any(q.ready or any(c.unacked for c in q.consumers) for q in queues):
             assert asyncio.get_running_loop().time() < deadline, "the node did not settle"
             await asyncio.sleep(0.002)
+        # Receipts are owed in the delivery's own transaction and published by the outbox.
+        while await _outbox_depth(self):
+            assert asyncio.get_running_loop().time() < deadline, "the outbox did not drain"
+            await asyncio.sleep(0.002)
         for _ in range(5):  # let any stray follow-up publish happen before we look
             await asyncio.sleep(0)
 
@@ -411,9 +415,13 @@ def _check_rejected(
     expect, topology = case.expect, target.topology
     code, receipt = expect["code"], expect["receipt"]
     _no_poison(case, taken[topology.dead_queue(RECEIVER)])
-    assert after == before, f"{case.id}: the store changed: {before} -> {after}"
+    # Nothing is stored but the negative receipt owed (and published) with the refusal.
+    owed = dict(before, outbox=before["outbox"] + (1 if receipt else 0))
+    assert after == owed, f"{case.id}: the store changed: {before} -> {after}"
     events = [(e.event.value, e.code) for e in added]
-    wanted = [("rejected", code)] + ([("receipt-sent", code)] if receipt else [])
+    wanted = [("rejected", code)] + (
+        [("receipt-sent", code), ("confirmed", None)] if receipt else []
+    )
     assert events == wanted, f"{case.id}: audit {events}"
     rejected = added[0]
     if expect.get("audit_digest") == "canonical":  # refused after verification
@@ -493,9 +501,11 @@ def _check_accepted(
         assert not leftovers, f"{case.id}: also published {leftovers}"
         assert [m.body for m in stream] == [built.body]
         return
-    assert after == dict(before, inbox=before["inbox"] + 1), f"{case.id}: {after}"
+    grown = dict(before, inbox=before["inbox"] + 1, outbox=before["outbox"] + 1)
+    assert after == grown, f"{case.id}: {after}"
     events = sorted((e.event.value, e.code) for e in added)
-    assert events == [("receipt-sent", None), ("stored", None), ("verified", None)], events
+    wanted = [("confirmed", None), ("receipt-sent", None), ("stored", None), ("verified", None)]
+    assert events == wanted, events
     to = str(built.header["sender"])
     receipts = taken.pop(topology.inbox_queue(to))
     assert len(receipts) == 1

@@ -38,7 +38,7 @@ def _store_counts(path: Path) -> dict[str, int]:
 
 
 async def store_counts(app: web.Application) -> dict[str, int]:
-    return await asyncio.to_thread(_store_counts, app[keys.CONFIG].store_path)
+    return await asyncio.to_thread(_store_counts, app[keys.CONFIG].database_path)
 
 
 async def snapshot(app: web.Application) -> Snapshot:

@@ -27,10 +27,11 @@ from exchange.gateway.app import create_app
 from exchange.model.common import utc_now
 from exchange.model.envelope import Header
 from exchange.network import NetworkLayout, init_network_dir
+from exchange.storage.case_records import NewCaseEvent
 from exchange.subscriptions import feed
 from exchange.subscriptions.http import CASE_UPDATES
-from exchange.storage.case_records import NewCaseEvent
 from exchange.subscriptions.sse import parse_events
+from tests.seeding import seed_case_event
 
 pytestmark = pytest.mark.integration
 
@@ -116,13 +117,13 @@ async def test_a_subscriber_cut_off_at_random_points_loses_and_repeats_nothing(
 
     async def arrive() -> None:
         """Updates keep arriving while the subscriber reads: half at once, then in bursts."""
-        await asyncio.gather(*(service.store_update(e) for e in events[: TOTAL // 2]))
+        await asyncio.gather(*(seed_case_event(app, e) for e in events[: TOTAL // 2]))
         rest = events[TOTAL // 2 :]
         while rest:
             size = rng.randint(1, 40)
             burst, rest = rest[:size], rest[size:]
             for event in burst:
-                await service.store_update(event)
+                await seed_case_event(app, event)
             await asyncio.sleep(rng.uniform(0, 0.01))
 
     received: list[str] = []

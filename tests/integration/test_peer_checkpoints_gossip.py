@@ -108,7 +108,7 @@ async def test_every_envelope_carries_its_senders_checkpoint_and_recipients_keep
                 "audit",
                 "peer-checkpoints",
                 "--db",
-                str(rs_config.peers_path),
+                str(rs_config.database_path),
                 "--node",
                 "AL-ARO",
                 "--out",

@@ -17,6 +17,7 @@ from exchange.cli import main
 from exchange.gateway import keys
 from exchange.gateway.app import create_app
 from exchange.network import NetworkLayout, init_network_dir
+from tests.seeding import seed_inbox
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
 
@@ -105,7 +106,8 @@ async def test_inbox_lists_received_messages_and_the_next_cursor(
     network, server, app = served
     mid = uuid4()
     envelope = {"header": {"id": str(mid)}, "payload": {}, "signature": {}}
-    cursor = await app[keys.STORE].inbox_store(
+    cursor = await seed_inbox(
+        app,
         mid, "freeze-notice", "C-9", "RS-PPO", None, "0" * 64, json.dumps(envelope).encode(),
         datetime(2026, 3, 1, tzinfo=UTC), None,
     )  # fmt: skip

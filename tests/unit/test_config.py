@@ -53,8 +53,9 @@ def test_a_toml_file_loads_with_defaults_and_paths_relative_to_the_file(tmp_path
     conf_dir = path.parent.resolve()
     assert config.key_path == conf_dir / "pki" / "AL-ARO.key"
     assert config.data_dir == conf_dir / "data" / "AL-ARO"
-    assert config.store_path == conf_dir / "data" / "AL-ARO" / "store.sqlite3"
-    assert config.audit_path.name == "audit.sqlite3"
+    # one database holds every fact and the audit log, so they commit together
+    assert config.database_path == conf_dir / "data" / "AL-ARO" / "node.sqlite3"
+    assert config.audit_path == config.database_path
     assert config.recipients == frozenset({"RS-PPO", "MD-ARO"})
     assert config.tokens[0].role is Role.CONTACT_POINT
     assert config.limits.max_body_bytes == 65536

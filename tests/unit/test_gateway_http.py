@@ -32,6 +32,7 @@ from exchange.gateway.app import certificate_paths, create_app
 from exchange.gateway.routes import ROUTES
 from exchange.model.common import utc_now
 from exchange.network import NetworkLayout, init_network_dir
+from tests.seeding import seed_inbox
 
 NODES = ["AL-ARO", "RS-PPO", "MD-ARO"]
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
@@ -342,7 +343,8 @@ async def _receive(gateway: Gateway, *, case: str = "AL-2026-0042", **kw: Any) -
     """Put a verified incoming message into the inbox, as the relay does."""
     message_id = uuid4()
     envelope = {"header": {"id": str(message_id)}, "payload": {}, "signature": {}}
-    await gateway.app[keys.STORE].inbox_store(
+    await seed_inbox(
+        gateway.app,
         message_id,
         kw.get("type", "asset-inquiry-response"),
         case,
@@ -422,7 +424,8 @@ async def test_inbox_items_and_pages_match_the_documented_models(gateway: Gatewa
     response = await gateway.post(submission(recipients=["RS-PPO"]))
     sent = await (await gateway.get(f"/v1/messages/{(await response.json())['id']}")).json()
     # A realistic inbox entry: the signed envelope we just produced, as a partner receives it.
-    await gateway.app[keys.STORE].inbox_store(
+    await seed_inbox(
+        gateway.app,
         uuid4(),
         "asset-inquiry",
         "AL-2026-0042",
@@ -466,7 +469,7 @@ async def test_unknown_paths_and_methods_are_problems_too(gateway: Gateway) -> N
 
 
 async def test_an_unexpected_failure_is_a_500_that_reveals_nothing(gateway: Gateway) -> None:
-    await gateway.app[keys.STORE].close()  # the store is gone under the running app
+    await gateway.app[keys.DATABASE].close()  # the database is gone under the running app
     problem = await problem_of(await gateway.get("/v1/overdue"), 500, "internal")
     assert "sqlite" not in json.dumps(problem).lower()
     assert "store" not in problem["detail"]

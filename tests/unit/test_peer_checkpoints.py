@@ -64,11 +64,10 @@ class Peers:
 async def peers(network: NetworkLayout, tmp_path: Path) -> AsyncIterator[Peers]:
     signer, trust = identity(network, "AL-ARO")
     audit = await AuditLog.open(tmp_path / "audit.sqlite3", signer)
-    peers = await PeerCheckpoints.open(tmp_path / "peers.sqlite3", audit, trust, "AL-ARO")
+    peers = await PeerCheckpoints.beside(audit, trust, "AL-ARO")
     try:
         yield Peers(peers, audit, identity(network, "RS-PPO")[0], identity(network, "MD-ARO")[0])
     finally:
-        await peers.close()
         await audit.close()
 
 
@@ -143,9 +142,8 @@ async def test_what_was_seen_is_remembered_across_restarts(
     network: NetworkLayout, tmp_path: Path, peers: Peers
 ) -> None:
     assert (await peers.peers.observe(peers.cp(50, 0), "RS-PPO")).outcome == "new"
-    await peers.peers.close()
     _, trust = identity(network, "AL-ARO")
-    reopened = await PeerCheckpoints.open(tmp_path / "peers.sqlite3", peers.audit, trust, "AL-ARO")
+    reopened = await PeerCheckpoints.beside(peers.audit, trust, "AL-ARO")
     peers.peers = reopened
     await _refused(peers, peers.cp(50, 0, salt="fork"), "RS-PPO", "checkpoint.conflict")
 

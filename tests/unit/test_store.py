@@ -1,8 +1,10 @@
-"""The message store: outbox, statuses, receipts, inbox, cases and deadlines, durably."""
+"""The node's messages: outbox, statuses, receipts, inbox, cases and deadlines, durably,
+each write with its audit entries in one transaction."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -11,8 +13,18 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from exchange.audit.entries import AuditEvent, EntryFields
+from exchange.audit.log import AuditLog
+from exchange.audit.store import setup_schema as setup_audit_schema
+from exchange.gateway.submit import owed_publishes
+from exchange.relay.outbox import choose
+from exchange.storage import outbox
+from exchange.storage.messages import MessageStore, insert_inbox, insert_message, insert_receipt
+from exchange.storage.outbox import Outbox, OutboxItem
 from exchange.storage.records import OutgoingRecord
-from exchange.storage.messages import MessageStore
+from exchange.storage.schema import setup_schema
+from exchange.storage.sqlite_thread import SqliteThread
+from exchange.transport.topology import Topology
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -43,15 +55,96 @@ def outgoing(
     )
 
 
+def _setup(conn: sqlite3.Connection) -> None:
+    setup_audit_schema(conn)
+    setup_schema(conn)
+
+
+class Node(MessageStore):
+    """A node's database with its audit log, written as the gateway and the relay write it."""
+
+    def __init__(self, db: SqliteThread, audit: AuditLog) -> None:
+        super().__init__(db)
+        self.db, self.audit = db, audit
+        self.outbox = Outbox(db, audit.write)
+
+    @classmethod
+    async def open(cls, path: Path) -> Node:  # type: ignore[override]
+        db = SqliteThread(path, _setup)
+        await db.start()
+        return cls(db, await AuditLog.attach(db, None, node="AL-ARO"))
+
+    async def close(self) -> None:
+        await self.audit.close()
+        await self.db.close()
+
+    async def submit(self, record: OutgoingRecord) -> None:
+        entry = EntryFields.build(AuditEvent.ACCEPTED, message_id=record.id, digest=record.digest)
+
+        def run(conn: sqlite3.Connection) -> None:
+            insert_message(conn, record)
+            outbox.add(conn, owed_publishes(record, Topology(), "AL-ARO"), record.created_at)
+            self.audit.write(conn, entry)
+
+        await self.db.call(run)
+
+    async def outbox_due(self, limit: int, now: datetime) -> list[OutboxItem]:
+        return choose(await self.outbox.pending(100, now), set(), limit)
+
+    async def _items(self, keys: list[tuple[UUID, str]]) -> list[OutboxItem]:
+        wanted = set(keys)
+        return [
+            i for i in await self.outbox.pending(100, T0 - timedelta(days=9)) if i.key in wanted
+        ]
+
+    async def outbox_confirmed(self, keys: list[tuple[UUID, str]], when: datetime) -> None:
+        await self.outbox.confirmed(await self._items(keys), when)
+
+    async def outbox_retry(self, keys: list[tuple[UUID, str]], due: datetime) -> None:
+        await self.outbox.retry([(item, due) for item in await self._items(keys)])
+
+    async def outbox_failed(
+        self, keys: list[tuple[UUID, str]], reason: str, when: datetime
+    ) -> None:
+        await self.outbox.give_up(await self._items(keys), reason, when)
+
+    async def record_receipt(
+        self,
+        message_id: UUID,
+        from_node: str,
+        outcome: str,
+        reason: str | None,
+        detail: str | None,
+        received_at: datetime,
+        envelope: bytes,
+    ) -> str | None:
+        message = await self.get_message(message_id)
+        digest = message.digest if message is not None else "00" * 32
+        result = await self.db.call(
+            lambda conn: insert_receipt(
+                conn, message_id, from_node, digest, outcome, reason, detail, received_at, envelope
+            )
+        )
+        return result.status if result.refusal is None else None
+
+    async def inbox_store(self, *args: object) -> int:
+        arrival = await self.db.call(lambda conn: insert_inbox(conn, *args))  # type: ignore[arg-type]
+        return arrival.cursor
+
+    async def inbox_digest(self, message_id: UUID) -> str | None:
+        record = await self.inbox_get(message_id)
+        return None if record is None else record.digest
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[MessageStore]:
-    s = await MessageStore.open(tmp_path / "data" / "store.sqlite3")
+async def store(tmp_path: Path) -> AsyncIterator[Node]:
+    s = await Node.open(tmp_path / "data" / "node.sqlite3")
     yield s
     await s.close()
 
 
 async def test_submit_writes_the_message_and_one_outbox_row_per_recipient(
-    store: MessageStore,
+    store: Node,
 ) -> None:
     record = outgoing(("RS-PPO", "MD-ARO"), respond_by=T0 + timedelta(days=3))
     await store.submit(record)
@@ -72,21 +165,28 @@ async def test_submit_writes_the_message_and_one_outbox_row_per_recipient(
         (record.id, "RS-PPO", "asset-inquiry", 0),
         (record.id, "MD-ARO", "asset-inquiry", 0),
     }
-    assert all(i.envelope == record.envelope for i in due)
+    assert all(i.body == record.envelope for i in due)
 
 
-async def test_a_failed_submit_leaves_nothing_behind(store: MessageStore) -> None:
-    record = outgoing(("RS-PPO", "RS-PPO"))  # the second outbox row violates the key
+async def test_a_failed_submit_leaves_nothing_behind_not_even_its_audit_entry(
+    store: Node,
+) -> None:
+    taken = outgoing()
+    await store.submit(taken)
+    reused = dataclasses.replace(outgoing(("MD-ARO",)), id=taken.id)  # the id is taken
     with pytest.raises(sqlite3.IntegrityError):
-        await store.submit(record)
-    assert await store.get_message(record.id) is None
-    assert await store.outbox_depth() == 0
+        await store.submit(reused)
+    assert await store.outbox_depth() == 1
+    entries = await store.audit.entries(0, 10)
+    assert [(e.event, e.message_id) for e in entries] == [("accepted", str(taken.id))]
 
 
-async def test_outbox_due_respects_time_order_and_limit(store: MessageStore) -> None:
-    first, second = outgoing(created_at=T0), outgoing(created_at=T0 + timedelta(seconds=1))
-    await store.submit(second)
+async def test_outbox_rows_go_out_in_the_order_they_were_accepted_up_to_the_limit(
+    store: Node,
+) -> None:
+    first, second = outgoing(created_at=T0 + timedelta(seconds=1)), outgoing(created_at=T0)
     await store.submit(first)
+    await store.submit(second)
     assert [i.message_id for i in await store.outbox_due(1, T0 + timedelta(minutes=1))] == [
         first.id
     ]
@@ -94,7 +194,7 @@ async def test_outbox_due_respects_time_order_and_limit(store: MessageStore) -> 
 
 
 async def test_status_becomes_sent_only_when_every_recipient_is_confirmed(
-    store: MessageStore,
+    store: Node,
 ) -> None:
     record = outgoing(("RS-PPO", "MD-ARO"))
     await store.submit(record)
@@ -111,7 +211,7 @@ async def test_status_becomes_sent_only_when_every_recipient_is_confirmed(
     assert await store.outbox_depth() == 0
 
 
-async def test_a_retry_counts_the_attempt_and_postpones_the_row(store: MessageStore) -> None:
+async def test_a_retry_counts_the_attempt_and_postpones_the_row(store: Node) -> None:
     record = outgoing()
     await store.submit(record)
     later = T0 + timedelta(seconds=30)
@@ -125,7 +225,7 @@ async def test_a_retry_counts_the_attempt_and_postpones_the_row(store: MessageSt
 
 
 async def test_positive_receipts_from_every_recipient_make_it_delivered(
-    store: MessageStore,
+    store: Node,
 ) -> None:
     record = outgoing(("RS-PPO", "MD-ARO"))
     await store.submit(record)
@@ -144,7 +244,7 @@ async def test_positive_receipts_from_every_recipient_make_it_delivered(
     assert [r.envelope for r in message.receipts] == [b"r1", b"r2"]
 
 
-async def test_a_receipt_before_the_confirm_settles_the_outbox_row(store: MessageStore) -> None:
+async def test_a_receipt_before_the_confirm_settles_the_outbox_row(store: Node) -> None:
     record = outgoing()
     await store.submit(record)
     status = await store.record_receipt(record.id, "RS-PPO", "accepted", None, None, T0, b"r")
@@ -154,7 +254,7 @@ async def test_a_receipt_before_the_confirm_settles_the_outbox_row(store: Messag
 
 
 async def test_a_negative_receipt_rejects_with_its_code_and_receipts_are_idempotent(
-    store: MessageStore,
+    store: Node,
 ) -> None:
     record = outgoing(("RS-PPO", "MD-ARO"))
     await store.submit(record)
@@ -177,7 +277,7 @@ async def test_a_negative_receipt_rejects_with_its_code_and_receipts_are_idempot
 
 
 async def test_a_receipt_for_an_unknown_message_or_from_a_stranger_is_ignored(
-    store: MessageStore,
+    store: Node,
 ) -> None:
     record = outgoing()
     await store.submit(record)
@@ -187,7 +287,7 @@ async def test_a_receipt_for_an_unknown_message_or_from_a_stranger_is_ignored(
     assert message is not None and message.status == "accepted" and message.receipts == ()
 
 
-async def test_an_expired_message_is_never_handed_out_and_fails(store: MessageStore) -> None:
+async def test_an_expired_message_is_never_handed_out_and_fails(store: Node) -> None:
     record = outgoing(expires_at=T0 + timedelta(minutes=5))
     fresh = outgoing()
     await store.submit(record)
@@ -202,7 +302,7 @@ async def test_an_expired_message_is_never_handed_out_and_fails(store: MessageSt
 
 
 async def test_a_rejected_message_past_its_expiry_stops_publishing_its_other_copies(
-    store: MessageStore,
+    store: Node,
 ) -> None:
     record = outgoing(("RS-PPO", "MD-ARO"), expires_at=T0 + timedelta(minutes=5))
     await store.submit(record)
@@ -218,7 +318,7 @@ async def test_a_rejected_message_past_its_expiry_stops_publishing_its_other_cop
     assert [s.state for s in message.recipient_states] == ["rejected", "failed"]
 
 
-async def test_giving_up_on_a_row_fails_the_message(store: MessageStore) -> None:
+async def test_giving_up_on_a_row_fails_the_message(store: Node) -> None:
     record = outgoing(("RS-PPO", "MD-ARO"))
     await store.submit(record)
     await store.outbox_confirmed([(record.id, "RS-PPO")], T0)
@@ -228,7 +328,7 @@ async def test_giving_up_on_a_row_fails_the_message(store: MessageStore) -> None
     assert await store.outbox_depth() == 0
 
 
-async def test_inbox_store_is_idempotent_and_pages_by_cursor(store: MessageStore) -> None:
+async def test_inbox_store_is_idempotent_and_pages_by_cursor(store: Node) -> None:
     ids = [uuid4() for _ in range(3)]
     cursors = []
     for i, mid in enumerate(ids):
@@ -255,7 +355,7 @@ async def test_inbox_store_is_idempotent_and_pages_by_cursor(store: MessageStore
 
 
 async def test_case_messages_interleave_both_directions_in_time_order(
-    store: MessageStore,
+    store: Node,
 ) -> None:
     request = outgoing(created_at=T0, case="C-7")
     await store.submit(request)
@@ -279,7 +379,7 @@ async def test_case_messages_interleave_both_directions_in_time_order(
     assert await store.case_messages("NONE") == []
 
 
-async def test_overdue_lists_requests_we_owe_and_those_owed_to_us(store: MessageStore) -> None:
+async def test_overdue_lists_requests_we_owe_and_those_owed_to_us(store: Node) -> None:
     due = T0 + timedelta(hours=8)
     now = due + timedelta(minutes=1)
     # Owed to us: a request to two nodes; RS-PPO answered, MD-ARO did not.
@@ -309,10 +409,12 @@ async def test_overdue_lists_requests_we_owe_and_those_owed_to_us(store: Message
 
 
 async def test_concurrent_writes_are_isolated_one_failure_spoils_none_of_the_others(
-    store: MessageStore,
+    store: Node,
 ) -> None:
+    taken = outgoing()
+    await store.submit(taken)
     good = [outgoing() for _ in range(50)]
-    bad = outgoing(("RS-PPO", "RS-PPO"))
+    bad = dataclasses.replace(outgoing(("MD-ARO",)), id=taken.id)
     results = await asyncio.gather(
         *(store.submit(r) for r in good[:25]),
         store.submit(bad),
@@ -320,19 +422,26 @@ async def test_concurrent_writes_are_isolated_one_failure_spoils_none_of_the_oth
         return_exceptions=True,
     )
     assert sum(isinstance(r, sqlite3.IntegrityError) for r in results) == 1
-    assert await store.outbox_depth() == 50
-    assert await store.get_message(bad.id) is None
+    assert await store.outbox_depth() == 51
+    message = await store.get_message(taken.id)
+    assert message is not None and message.recipients == ("RS-PPO",)
+    # One entry per message kept, none for the refused write, and the tree still verifies.
+    entries = await store.audit.entries(0, 100)
+    assert sorted(e.message_id or "" for e in entries) == sorted(str(r.id) for r in [taken, *good])
+    assert [e.index for e in entries] == list(range(51))
+    proof = await store.audit.consistency_proof(1)
+    assert proof.new_size == 51
 
 
 async def test_everything_survives_a_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "store.sqlite3"
-    store = await MessageStore.open(path)
+    path = tmp_path / "node.sqlite3"
+    store = await Node.open(path)
     record = outgoing()
     await store.submit(record)
     await store.outbox_confirmed([(record.id, "RS-PPO")], T0)
     assert await store.ping() is True
     await store.close()
-    reopened = await MessageStore.open(path)
+    reopened = await Node.open(path)
     try:
         message = await reopened.get_message(record.id)
         assert message is not None and message.status == "sent"
@@ -343,7 +452,7 @@ async def test_everything_survives_a_reopen(tmp_path: Path) -> None:
 
 
 async def test_a_closed_store_refuses_work(tmp_path: Path) -> None:
-    store = await MessageStore.open(tmp_path / "s.sqlite3")
+    store = await Node.open(tmp_path / "s.sqlite3")
     await store.close()
     with pytest.raises(RuntimeError, match="not open"):
         await store.outbox_depth()
@@ -352,4 +461,4 @@ async def test_a_closed_store_refuses_work(tmp_path: Path) -> None:
 async def test_an_unopenable_store_fails_at_open(tmp_path: Path) -> None:
     (tmp_path / "dir.sqlite3").mkdir()
     with pytest.raises(sqlite3.OperationalError):
-        await MessageStore.open(tmp_path / "dir.sqlite3")
+        await Node.open(tmp_path / "dir.sqlite3")

@@ -81,7 +81,8 @@ def test_webhooks_load_with_their_secret_path_relative_to_the_file(tmp_path: Pat
     assert hook.secret_path == tmp_path / "hook.secret"
     assert hook.max_tries == 3 and config.networks[0].cases == ("C-1",)
     assert config.networks[0].auto_updates.follow == "all"
-    assert config.subscriptions_path == tmp_path / "data" / "subscriptions.sqlite3"
+    # case updates live in the node's one database, beside its messages and audit log
+    assert config.database_path == tmp_path / "data" / "node.sqlite3"
 
 
 @pytest.mark.parametrize(

@@ -9,23 +9,34 @@ signature, an id reused for other content, another message type on the cases exc
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
+from exchange.audit.entries import AuditEvent, EntryFields
 from exchange.audit.log import AuditLog
+from exchange.audit.merkle import leaf_hash
+from exchange.audit.merkle import root as merkle_root
+from exchange.config import NodeConfig
+from exchange.crypto.canonical import sha256_hex
 from exchange.crypto.signing import NodeSigner, encode_envelope
-from exchange.gateway.app import load_identity
+from exchange.gateway.app import load_identity, open_database
 from exchange.model.common import utc_now
 from exchange.model.envelope import Header
 from exchange.network import NetworkLayout, init_network_dir
+from exchange.storage.sqlite_thread import SqliteThread
 from exchange.subscriptions.service import CaseUpdates
-from exchange.transport.bus import ACK, Delivery, Disposition, Verdict
+from exchange.transport.bus import ACK, REQUEUE, Delivery, Disposition, Verdict
 from exchange.transport.topology import Topology
+from tests.holding import held
 
 NODES = ["AL-ARO", "RS-PPO", "MD-ARO", "KZ-ARC"]
 NETWORKS = {"see-pcn": ["AL-ARO", "RS-PPO", "MD-ARO"], "kz-al": ["AL-ARO", "KZ-ARC"]}
@@ -40,12 +51,16 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> NetworkLayout:
 
 @dataclass
 class Node:
+    """RS-PPO's case updates over its one database, as the gateway opens them."""
+
+    config: NodeConfig
+    db: SqliteThread
     service: CaseUpdates
     audit: AuditLog
 
     async def deliver(self, body: bytes, routing_key: str) -> Verdict:
         delivery = Delivery(body, "cases", routing_key, str(uuid.uuid4()), {}, False, 1)
-        return await self.service.consumer.handle_delivery(delivery)
+        return await self.service.consumer.handle(delivery)
 
     async def stored(self) -> list[str]:
         return [str(r.id) for r in await self.service.store.events_after(0, 1000)]
@@ -53,16 +68,30 @@ class Node:
     async def audited(self) -> list[tuple[str, str | None]]:
         return [(e.event.value, e.code) for e in await self.audit.entries(0, 1000)]
 
+    async def close(self) -> None:
+        await self.service.close()
+        await self.audit.close()
+        await self.db.close()
+
+
+async def open_node(config: NodeConfig) -> Node:
+    signer, trust = load_identity(config)
+    db = open_database(config)
+    await db.start()
+    audit = await AuditLog.attach(db, signer)
+    service = await CaseUpdates.open(config, db=db, signer=signer, trust=trust, audit=audit)
+    return Node(config, db, service, audit)
+
+
+def rs_config(network: NetworkLayout, data: Path) -> NodeConfig:
+    return network.config("RS-PPO", environ={"EXCHANGE_DATA_DIR": str(data)})
+
 
 @pytest.fixture
 async def rs(network: NetworkLayout, tmp_path: Path) -> AsyncIterator[Node]:
-    config = network.config("RS-PPO", environ={"EXCHANGE_DATA_DIR": str(tmp_path)})
-    signer, trust = load_identity(config)
-    audit = await AuditLog.open(config.audit_path, signer)
-    service = await CaseUpdates.open(config, signer=signer, trust=trust, audit=audit)
-    yield Node(service, audit)
-    await service.close()
-    await audit.close()
+    node = await open_node(rs_config(network, tmp_path))
+    yield node
+    await node.close()
 
 
 def signer_of(network: NetworkLayout, node: str) -> NodeSigner:
@@ -200,132 +229,245 @@ async def test_garbage_is_refused_as_malformed(rs: Node) -> None:
 async def test_a_case_outside_the_chosen_cases_is_not_kept(
     network: NetworkLayout, tmp_path: Path
 ) -> None:
-    config = network.config("RS-PPO", environ={"EXCHANGE_DATA_DIR": str(tmp_path)})
+    config = rs_config(network, tmp_path)
     narrowed = config.model_copy(
         update={"networks": (config.networks[0].model_copy(update={"cases": ("RS-2026-0001",)}),)}
     )
-    signer, trust = load_identity(config)
-    audit = await AuditLog.open(narrowed.audit_path, signer)
-    service = await CaseUpdates.open(narrowed, signer=signer, trust=trust, audit=audit)
+    node = await open_node(narrowed)
     try:
-        node = Node(service, audit)
         envelope, key = signed_update(network)
         assert await node.deliver(encode_envelope(envelope), key) == ACK
         assert await node.stored() == []
+        assert await node.audited() == []
     finally:
-        await service.close()
-        await audit.close()
+        await node.close()
 
 
-# --- the audit record of an update cut short between its two commits -------------------------
+# --- a fact and its audit entries commit together ----------------------------------------------
 #
-# The update's row and its audit entries are two files. The row is committed first, with the
-# entries it owes; a node stopped before they are durable writes them when it starts again,
-# or when the broker delivers the update again. Each entry is written once.
+# The update's row, its webhook jobs and its `verified` and `stored` entries are written in one
+# transaction of the node's one database, before the delivery is acked: there is no moment in
+# which one is durable without the other, so nothing is left to complete after a crash, and a
+# redelivery finds the update held and writes nothing.
 
 
-async def open_node(network: NetworkLayout, data: Path) -> Node:
-    config = network.config("RS-PPO", environ={"EXCHANGE_DATA_DIR": str(data)})
-    signer, trust = load_identity(config)
-    audit = await AuditLog.open(config.audit_path, signer)
-    service = await CaseUpdates.open(config, signer=signer, trust=trust, audit=audit)
-    return Node(service, audit)
+def committed_counts(config: NodeConfig) -> tuple[int, int]:
+    """Updates and audit entries durably in the database file, read in one snapshot by a
+    connection of its own (as another process would see them)."""
+    with contextlib.closing(sqlite3.connect(config.database_path)) as conn:
+        conn.execute("BEGIN")
+        (updates,) = conn.execute("SELECT count(*) FROM case_events").fetchone()
+        (entries,) = conn.execute("SELECT count(*) FROM entries").fetchone()
+        conn.execute("COMMIT")
+    return int(updates), int(entries)
 
 
-async def test_an_update_stored_when_the_node_stopped_is_audited_when_it_starts_again(
-    network: NetworkLayout, tmp_path: Path
+def tree_is_whole(entries: list[Any], audit: AuditLog) -> bool:
+    """The stored entries are exactly the leaves of the log's tree head."""
+    leaves = [leaf_hash(e.body) for e in entries]
+    return [e.index for e in entries] == list(range(audit.head.size)) and (
+        merkle_root(leaves) == audit.head.root
+    )
+
+
+async def test_an_acked_update_has_its_entries_in_the_log_when_the_handler_returns(
+    network: NetworkLayout, rs: Node
 ) -> None:
     envelope, key = signed_update(network)
     body = encode_envelope(envelope)
-    node = await open_node(network, tmp_path)
-    await node.audit.close()  # the node stops between the store's commit and the log's
-    with pytest.raises(RuntimeError, match="audit log is closed"):
-        await node.deliver(body, key)
-    assert await node.stored() == [envelope["header"]["id"]]  # the row is committed
-    await node.service.close()
+    commits = rs.audit.commits
+    assert await rs.deliver(body, key) == ACK
+    assert rs.audit.commits == commits + 1  # the row and both entries: one transaction
+    assert committed_counts(rs.config) == (1, 2)  # durable before the ack, together
+    verified, stored = await rs.audit.entries(0, 10)
+    update_id = envelope["header"]["id"]
+    assert [(e.event.value, e.message_id) for e in (verified, stored)] == [
+        ("verified", update_id),
+        ("stored", update_id),
+    ]
+    assert verified.envelope == envelope and stored.envelope is None  # kept once, for auditors
+    (record,) = await rs.service.store.events_after(0, 10)
+    assert verified.digest == stored.digest == record.digest
+    assert stored.detail == {
+        "from": "AL-ARO",
+        "type": "case-update",
+        "network": "see-pcn",
+        "event": "frozen",
+        "cursor": record.cursor,
+    }
+    # the broker delivers it again (it never saw the ack): held once, nothing written
+    assert await rs.deliver(body, key) == ACK
+    assert rs.audit.commits == commits + 1
+    assert committed_counts(rs.config) == (1, 2)
+    assert await rs.audited() == [("verified", None), ("stored", None)]
 
-    node = await open_node(network, tmp_path)  # the restart completes the record
-    try:
-        entries = await node.audit.entries(0, 10)
-        assert [(e.event.value, e.message_id) for e in entries] == [
-            ("verified", envelope["header"]["id"]),
-            ("stored", envelope["header"]["id"]),
-        ]
-        assert entries[0].envelope == envelope  # the signed envelope, for auditors
-        assert entries[1].detail["cursor"] == 1 and entries[1].detail["from"] == "AL-ARO"
-        assert await node.service.store.audit_owed(10) == []
-        assert await node.deliver(body, key) == ACK  # the broker's redelivery: nothing more
-        assert await node.audited() == [("verified", None), ("stored", None)]
-    finally:
-        await node.service.close()
-        await node.audit.close()
 
-
-async def test_a_redelivered_update_completes_an_audit_record_that_failed(
+async def test_an_update_whose_entries_cannot_be_written_is_not_stored_and_is_redelivered(
     network: NetworkLayout, rs: Node, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     envelope, key = signed_update(network)
     body = encode_envelope(envelope)
+    write = rs.audit.write
 
-    def failing(*args: object, **kwargs: object) -> None:
-        raise OSError("no space left on device")
+    def disk_full_at_stored(conn: sqlite3.Connection, fields: EntryFields) -> int:
+        if fields.event is AuditEvent.STORED:  # after `verified` was written in the same txn
+            raise OSError("no space left on device")
+        return write(conn, fields)
 
     with monkeypatch.context() as patch:
-        patch.setattr(rs.audit, "enqueue", failing)
-        with pytest.raises(OSError):
-            await rs.deliver(body, key)  # not acked: the broker delivers it again
+        patch.setattr(rs.audit, "write", disk_full_at_stored)
+        with pytest.raises(OSError, match="no space"):
+            await rs.deliver(body, key)  # not acked: the broker requeues it
+    # the row went with the entries: nothing of the attempt is kept, not even `verified`
+    assert await rs.stored() == []
     assert await rs.audited() == []
-    assert len(await rs.service.store.audit_owed(10)) == 1
+    assert rs.audit.head.size == 0 and committed_counts(rs.config) == (0, 0)
+
+    assert await rs.deliver(body, key) == ACK  # the redelivery stores and audits it, once
     assert await rs.deliver(body, key) == ACK
-    assert await rs.audited() == [("verified", None), ("stored", None)]
-    assert await rs.service.store.audit_owed(10) == []
-    assert await rs.deliver(body, key) == ACK
-    assert await rs.audited() == [("verified", None), ("stored", None)]
     assert await rs.stored() == [envelope["header"]["id"]]
+    entries = await rs.audit.entries(0, 10)
+    assert [(e.index, e.event.value) for e in entries] == [(0, "verified"), (1, "stored")]
+    assert tree_is_whole(entries, rs.audit)  # the index the failed attempt took was given back
 
 
-async def test_entries_written_before_the_row_was_cleared_are_not_written_again(
+async def test_an_update_acked_before_the_node_stopped_is_in_the_log_once_after_a_restart(
     network: NetworkLayout, tmp_path: Path
 ) -> None:
     envelope, key = signed_update(network)
-    node = await open_node(network, tmp_path)
-
-    async def cut(update_id: uuid.UUID) -> None:  # the node stops just before clearing the row
-        raise RuntimeError("stopped")
-
-    node.service.store.audit_written = cut  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError, match="stopped"):
-        await node.deliver(encode_envelope(envelope), key)
-    assert await node.audited() == [("verified", None), ("stored", None)]
-    await node.service.close()
-    await node.audit.close()
-
-    node = await open_node(network, tmp_path)
-    try:  # closing signed a checkpoint; the update's entries are there once
-        assert await node.audited() == [("verified", None), ("stored", None), ("checkpoint", None)]
-        assert await node.service.store.audit_owed(10) == []
-    finally:
-        await node.service.close()
-        await node.audit.close()
-
-
-async def test_an_update_a_client_submitted_before_the_node_stopped_is_audited_accepted(
-    network: NetworkLayout, tmp_path: Path
-) -> None:
-    envelope, _ = signed_update(network, sender="RS-PPO")
-    node = await open_node(network, tmp_path)
-    await node.audit.close()
-    with pytest.raises(RuntimeError, match="audit log is closed"):
-        await node.service.accept(envelope, actor="cp-1", role="contact-point")
-    await node.service.close()
-
-    node = await open_node(network, tmp_path)
+    body = encode_envelope(envelope)
+    node = await open_node(rs_config(network, tmp_path))
     try:
-        (entry,) = await node.audit.entries(0, 10)
-        assert (entry.event.value, entry.message_id) == ("accepted", envelope["header"]["id"])
-        assert (entry.actor, entry.role, entry.envelope) == ("cp-1", "contact-point", envelope)
-        assert entry.detail == {"network": "see-pcn", "cursor": 1}
-        assert await node.service.store.audit_owed(10) == []
+        assert await node.deliver(body, key) == ACK
     finally:
-        await node.service.close()
-        await node.audit.close()
+        await node.close()  # closing signs a checkpoint over what is there
+
+    node = await open_node(rs_config(network, tmp_path))
+    try:
+        expected = [("verified", None), ("stored", None), ("checkpoint", None)]
+        assert await node.audited() == expected  # no recovery: nothing was owed
+        assert await node.deliver(body, key) == ACK  # the broker's redelivery: nothing more
+        assert await node.audited() == expected
+        assert await node.stored() == [envelope["header"]["id"]]
+        assert tree_is_whole(await node.audit.entries(0, 10), node.audit)
+    finally:
+        await node.close()
+
+
+async def test_a_handler_cancelled_while_its_transaction_waits_still_commits_it_once(
+    network: NetworkLayout, rs: Node
+) -> None:
+    envelope, key = signed_update(network)
+    body = encode_envelope(envelope)
+    async with held(rs.db) as database:
+        handler = asyncio.create_task(rs.deliver(body, key))
+        await database.queued_by(handler)  # verified, its transaction waits behind the held worker
+        handler.cancel()  # the channel closed under it
+        with pytest.raises(asyncio.CancelledError):
+            await handler
+        assert committed_counts(rs.config) == (0, 0)  # nothing committed yet
+    # released: the queued transaction was not withdrawn with its caller; row and entries
+    assert await rs.stored() == [envelope["header"]["id"]]
+    assert await rs.audited() == [("verified", None), ("stored", None)]
+    assert await rs.deliver(body, key) == ACK  # the redelivery finds it held
+    assert await rs.audited() == [("verified", None), ("stored", None)]
+
+
+async def test_an_update_a_client_submits_is_stored_owed_and_audited_accepted_together(
+    network: NetworkLayout, rs: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    envelope, key = signed_update(network, sender="RS-PPO")
+
+    def disk_full(conn: sqlite3.Connection, fields: EntryFields) -> int:
+        raise OSError("no space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(rs.audit, "write", disk_full)
+        with pytest.raises(OSError, match="no space"):
+            await rs.service.accept(envelope, actor="cp-1", role="contact-point")
+    assert await rs.stored() == [] and await rs.audited() == []
+    assert committed_counts(rs.config) == (0, 0)
+
+    record = await rs.service.accept(envelope, actor="cp-1", role="contact-point")
+    (entry,) = await rs.audit.entries(0, 10)  # there when `accept` returns
+    assert (entry.event.value, entry.message_id) == ("accepted", envelope["header"]["id"])
+    assert (entry.actor, entry.role, entry.envelope) == ("cp-1", "contact-point", envelope)
+    assert entry.detail == {"network": "see-pcn", "cursor": record.cursor}
+    assert entry.digest == record.digest
+    assert await rs.service.store.last_cursor() == record.cursor
+    with contextlib.closing(sqlite3.connect(rs.config.database_path)) as conn:
+        owed = conn.execute("SELECT message_id, kind, exchange FROM outbox").fetchall()
+    assert owed == [(envelope["header"]["id"], "case-update", "cases")]
+    # our own update, coming back from the cases exchange: held once, not audited again
+    assert await rs.deliver(encode_envelope(envelope), key) == ACK
+    assert await rs.audited() == [("accepted", None)]
+    assert await rs.stored() == [envelope["header"]["id"]]
+
+
+# --- refusals the audit log cannot hold as they are -----------------------------------------------
+
+
+async def test_an_update_holding_a_number_json_cannot_carry_exactly_is_audited_and_dead_lettered(
+    network: NetworkLayout, rs: Node
+) -> None:
+    envelope, key = signed_update(network)
+    doc = {**envelope, "payload": {**envelope["payload"], "amount": 2**53}}
+    body = orjson.dumps(doc)  # 2**53 has no RFC 8785 form: neither signed nor kept as evidence
+    verdict = await rs.deliver(body, key)
+    assert verdict != REQUEUE  # a poison message must not come back forever
+    assert (verdict.disposition, verdict.reason) == (Disposition.DEAD_LETTER, "envelope.malformed")
+    (entry,) = await rs.audit.entries(0, 10)
+    assert (entry.event.value, entry.code) == ("rejected", "envelope.malformed")
+    assert entry.envelope is None  # the log cannot hold it; its digest names the bytes
+    assert entry.digest == sha256_hex(body)
+    assert entry.message_id == envelope["header"]["id"]
+    assert entry.detail is not None and "RFC 8785" in entry.detail["reason"]
+    assert await rs.stored() == []
+    assert rs.audit.head.size == 1 and committed_counts(rs.config) == (0, 1)
+    # the broker hands it out again (say, the dead-lettering was lost): audited, not stored
+    again = await rs.deliver(body, key)
+    assert (again.disposition, again.reason) == (Disposition.DEAD_LETTER, "envelope.malformed")
+    assert await rs.stored() == []
+
+
+async def test_a_refusal_whose_entry_cannot_be_written_falls_back_to_a_bare_entry(
+    network: NetworkLayout, rs: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    envelope, _ = signed_update(network)
+    body = encode_envelope(envelope)
+    write = rs.audit.write
+    attempts: list[EntryFields] = []
+
+    def only_bare_entries(conn: sqlite3.Connection, fields: EntryFields) -> int:
+        attempts.append(fields)
+        if fields.detail is not None:  # the entry with the refusal's details cannot be held
+            raise ValueError("no RFC 8785 form")
+        return write(conn, fields)
+
+    monkeypatch.setattr(rs.audit, "write", only_bare_entries)
+    routed_elsewhere = TOPOLOGY.case_routing_key("kz-al", CASE, "frozen")
+    verdict = await rs.deliver(body, routed_elsewhere)
+    assert (verdict.disposition, verdict.reason) == (Disposition.DEAD_LETTER, "network.forbidden")
+    assert len(attempts) == 2  # the full entry (rolled back), then the fallback
+    (entry,) = await rs.audit.entries(0, 10)
+    assert (entry.event.value, entry.code, entry.digest) == (
+        "rejected",
+        "network.forbidden",
+        sha256_hex(body),
+    )
+    assert (entry.message_id, entry.envelope, entry.detail) == (None, None, None)
+    assert tree_is_whole([entry], rs.audit)
+
+
+async def test_a_refusal_nothing_can_be_recorded_for_is_requeued_not_dropped(
+    network: NetworkLayout, rs: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    envelope, _ = signed_update(network)
+
+    def disk_full(conn: sqlite3.Connection, fields: EntryFields) -> int:
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(rs.audit, "write", disk_full)
+    routed_elsewhere = TOPOLOGY.case_routing_key("kz-al", CASE, "frozen")
+    assert await rs.deliver(encode_envelope(envelope), routed_elsewhere) == REQUEUE
+    assert rs.audit.head.size == 0 and committed_counts(rs.config) == (0, 0)

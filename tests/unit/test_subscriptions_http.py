@@ -26,7 +26,9 @@ from exchange.audit.entries import AuditEntry
 from exchange.gateway import keys
 from exchange.gateway.api_models import CaseUpdateEvent, CaseUpdatePage
 from exchange.gateway.app import create_app
+from exchange.model.common import utc_now
 from exchange.network import NetworkLayout, init_network_dir
+from exchange.storage.outbox import FANOUT, Outbox
 from exchange.subscriptions.client import stream_updates
 from exchange.subscriptions.http import CASE_UPDATES
 from exchange.subscriptions.sse import parse_events
@@ -136,9 +138,19 @@ async def test_a_member_publishes_an_update_it_is_stored_once_audited_and_queued
     assert item["update"]["event"] == "opened"
     accepted = [e for e in await member.audit() if e.event == "accepted"]
     assert [(e.message_id, e.digest) for e in accepted] == [(update_id, item["digest"])]
-    assert await member.app[CASE_UPDATES].store.outbox_depth() == 1
-    # it is fanned out on the cases exchange, not put in the relay's outbox
-    assert await member.app[keys.STORE].outbox_depth() == 0
+    # one publish owed, in the node's one outbox: fanned out on the cases exchange, not one
+    # copy per recipient on the messages exchange
+    assert await member.app[keys.STORE].outbox_depth() == 1
+    outbox = Outbox(member.app[keys.DATABASE], member.app[keys.AUDIT].write)
+    (owed,) = await outbox.pending(10, utc_now())
+    assert (str(owed.message_id), owed.kind, owed.recipient, owed.exchange) == (
+        update_id,
+        "case-update",
+        FANOUT,
+        "cases",
+    )
+    assert owed.routing_key == f"{NETWORK}.{CASE}.opened"
+    assert json.loads(owed.body)["header"]["id"] == update_id
 
 
 async def test_a_non_member_may_not_publish_for_the_network_refused_and_audited(

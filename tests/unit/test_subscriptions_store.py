@@ -1,22 +1,44 @@
-"""The durable store of case updates: one row per update id, cursors that never repeat, and
-the publish and webhook work owed for an update committed with it."""
+"""Case updates in the node's one database: one row per update id, cursors that never repeat,
+and the publish, webhook jobs and audit entries owed for an update committed with it (or
+not at all). A data directory of the earlier four-file layout is refused at start."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestServer
 
+from exchange.audit.entries import AuditEvent, EntryFields
+from exchange.audit.log import AuditLog
+from exchange.audit.store import setup_schema as setup_audit_schema
+from exchange.config import EARLIER_FILES
+from exchange.errors import ConfigError
+from exchange.gateway.app import create_app, open_database
 from exchange.model.common import utc_now
-from exchange.storage.case_records import AuditIntent, NewCaseEvent
-from exchange.storage.case_events import SubscriptionStore
+from exchange.network import init_network_dir
+from exchange.storage import outbox
+from exchange.storage.case_events import (
+    CaseEventStore,
+    insert_event,
+    knows_case,
+    webhook_delivered,
+    webhook_gave_up,
+    webhook_retry,
+)
+from exchange.storage.case_records import NewCaseEvent, Stored
+from exchange.storage.outbox import FANOUT, Outbox, Publish
+from exchange.storage.schema import setup_schema
+from exchange.storage.sqlite_thread import SqliteThread
+
+ROUTING_KEY = "see-pcn.AL-2026-0042.frozen"
 
 
 def event(
@@ -28,117 +50,260 @@ def event(
     )
 
 
+def _setup(conn: sqlite3.Connection) -> None:
+    setup_audit_schema(conn)
+    setup_schema(conn)
+
+
+@dataclass
+class Node:
+    """A node's database with its audit log; updates written as the service writes them."""
+
+    db: SqliteThread
+    audit: AuditLog
+
+    @property
+    def store(self) -> CaseEventStore:
+        return CaseEventStore(self.db, self.audit.write)
+
+    @property
+    def outbox(self) -> Outbox:
+        return Outbox(self.db, self.audit.write)
+
+    @classmethod
+    async def open(cls, path: Path) -> Node:
+        db = SqliteThread(path, _setup)
+        await db.start()
+        return cls(db, await AuditLog.attach(db, None, node="AL-ARO"))
+
+    async def close(self) -> None:
+        await self.audit.close()
+        await self.db.close()
+
+    async def record(self, new: NewCaseEvent, webhooks: Sequence[str] = ()) -> Stored:
+        """A received update: stored once with its webhook jobs (no publish owed)."""
+        return await self.db.call(lambda conn: insert_event(conn, new, webhooks))
+
+    async def publish(self, new: NewCaseEvent) -> Stored:
+        """An update of this node's: stored, owed to the cases exchange and audited together,
+        as `CaseUpdates` does (a repeat of the id writes nothing)."""
+        owed = Publish(
+            new.id, FANOUT, "case-update", "case-update", "cases", ROUTING_KEY, body=new.envelope
+        )
+        entry = EntryFields.build(AuditEvent.ACCEPTED, message_id=new.id, digest=new.digest)
+
+        def run(conn: sqlite3.Connection) -> Stored:
+            stored = insert_event(conn, new)
+            if stored.new:
+                outbox.add(conn, [owed], new.received_at)
+                self.audit.write(conn, entry)
+            return stored
+
+        return await self.db.call(run)
+
+    async def events(self) -> list[str]:
+        return [str(r.id) for r in await self.store.events_after(0, 1000)]
+
+    async def audited(self) -> list[tuple[str, str | None]]:
+        return [(str(e.event), e.message_id) for e in await self.audit.entries(0, 1000)]
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SubscriptionStore]:
-    opened = await SubscriptionStore.open(tmp_path / "subscriptions.sqlite3")
+async def node(tmp_path: Path) -> AsyncIterator[Node]:
+    opened = await Node.open(tmp_path / "node.sqlite3")
     yield opened
     await opened.close()
 
 
-async def test_an_update_is_stored_once_and_a_repeat_reports_the_digest_held(
-    store: SubscriptionStore,
-) -> None:
+async def test_an_update_is_stored_once_and_a_repeat_reports_the_digest_held(node: Node) -> None:
     first = event()
-    stored = await store.record(first)
+    stored = await node.record(first)
     assert (stored.cursor, stored.new) == (1, True)
-    again = await store.record(first)
+    again = await node.record(first)
     assert (again.cursor, again.new, again.digest) == (1, False, first.digest)
     other = dataclasses.replace(first, digest="b" * 64)  # same id, other content
-    clash = await store.record(other)
+    clash = await node.record(other)
     assert (clash.new, clash.digest) == (False, first.digest)
-    assert [r.id for r in await store.events_after(0, 10)] == [first.id]
+    assert await node.events() == [str(first.id)]
+    held = await node.store.get(first.id)
+    assert held is not None and held.digest == first.digest
+    assert await node.store.get(uuid.uuid4()) is None
 
 
-async def test_cursors_grow_under_concurrent_writes_and_filters_select(
-    store: SubscriptionStore,
-) -> None:
+async def test_cursors_grow_under_concurrent_writes_and_filters_select(node: Node) -> None:
     events = [event(case=f"C-{i % 3}", network="see-pcn" if i % 2 else "other") for i in range(60)]
-    results = await asyncio.gather(*(store.record(e) for e in events))
+    results = await asyncio.gather(*(node.record(e) for e in events))
     assert sorted(r.cursor for r in results) == list(range(1, 61))
-    everything = await store.events_after(0, 100)
+    everything = await node.store.events_after(0, 100)
     assert [r.cursor for r in everything] == list(range(1, 61))
-    page = await store.events_after(10, 5)
+    page = await node.store.events_after(10, 5)
     assert [r.cursor for r in page] == [11, 12, 13, 14, 15]
-    c1 = await store.events_after(0, 100, network="see-pcn", case="C-1")
+    c1 = await node.store.events_after(0, 100, network="see-pcn", case="C-1")
     assert c1 and all(r.case == "C-1" and r.network == "see-pcn" for r in c1)
-    assert await store.last_cursor() == 60
-    assert await store.knows_case("see-pcn", "C-1")
-    assert not await store.knows_case("see-pcn", "C-9")
+    assert await node.store.last_cursor() == 60
+    assert await node.store.knows_case("see-pcn", "C-1")
+    assert not await node.store.knows_case("see-pcn", "C-9")
+    assert await node.db.call(lambda conn: knows_case(conn, "other", "C-0"))
 
 
-async def test_an_outgoing_update_owes_one_publish_until_confirmed(
-    store: SubscriptionStore,
+async def test_an_outgoing_update_owes_one_publish_until_confirmed_with_its_entry(
+    node: Node,
 ) -> None:
     mine = event()
-    await store.record(mine, routing_key="see-pcn.AL-2026-0042.frozen")
-    await store.record(mine, routing_key="see-pcn.AL-2026-0042.frozen")  # repeat: no second row
-    (due,) = await store.outbox_due(10, utc_now())
-    assert (due.id, due.routing_key, due.attempts) == (mine.id, "see-pcn.AL-2026-0042.frozen", 0)
+    assert (await node.publish(mine)).new
+    assert not (await node.publish(mine)).new  # a repeat: no second row, no second entry
+    (due,) = await node.outbox.pending(10, utc_now())
+    assert (due.message_id, due.kind, due.recipient) == (mine.id, "case-update", FANOUT)
+    assert (due.exchange, due.routing_key, due.attempts, due.due) == ("cases", ROUTING_KEY, 0, True)
+    assert due.body == mine.envelope  # the update's own envelope, kept in its row
     later = utc_now() + timedelta(seconds=30)
-    await store.outbox_retry([mine.id], later)
-    assert await store.outbox_due(10, utc_now()) == []
-    (retry,) = await store.outbox_due(10, later)
-    assert retry.attempts == 1
-    await store.outbox_confirmed([mine.id], utc_now())
-    assert await store.outbox_depth() == 0
+    await node.outbox.retry([(due, later)])
+    (waiting,) = await node.outbox.pending(10, utc_now())
+    assert not waiting.due and waiting.attempts == 1
+    (retry,) = await node.outbox.pending(10, later)
+    assert retry.due
+    await node.outbox.confirmed([retry], utc_now())
+    assert await node.outbox.depth() == 0
+    assert await node.outbox.pending(10, later) == []
+    # the acceptance and the broker's confirm are each audited once, in their transactions
+    assert await node.audited() == [("accepted", str(mine.id)), ("confirmed", str(mine.id))]
+    confirmed = (await node.audit.entries(1, 1))[0]
+    assert confirmed.detail == {"exchange": "cases", "routing_key": ROUTING_KEY, "attempt": 2}
 
 
-async def test_webhook_jobs_are_queued_with_the_update_and_settle_once(
-    store: SubscriptionStore,
+async def test_an_update_whose_transaction_fails_leaves_no_row_no_publish_and_no_entry(
+    node: Node,
 ) -> None:
-    stored = await store.record(event(), webhooks=["see-pcn:a", "see-pcn:b"])
+    doomed = event()
+    owed = Publish(
+        doomed.id, FANOUT, "case-update", "case-update", "cases", ROUTING_KEY, body=b"{}"
+    )
+
+    def run(conn: sqlite3.Connection) -> None:
+        insert_event(conn, doomed, ["see-pcn:a"])
+        outbox.add(conn, [owed], doomed.received_at)
+        node.audit.write(conn, EntryFields.build(AuditEvent.ACCEPTED, message_id=doomed.id))
+        raise OSError("disk I/O error")  # the transaction never commits
+
+    with pytest.raises(OSError, match="disk I/O"):
+        await node.db.call(run)
+    assert await node.events() == []
+    assert await node.outbox.depth() == 0
+    assert await node.store.webhook_due(10, utc_now() + timedelta(days=1)) == []
+    assert node.audit.head.size == 0 and await node.audited() == []
+    # the log gave the entry's index back: the next fact's entry is entry 0
+    kept = event()
+    await node.publish(kept)
+    assert await node.audited() == [("accepted", str(kept.id))]
+    assert (await node.audit.inclusion_proof(0)).size == 1
+
+
+async def test_webhook_jobs_are_queued_with_the_update_and_settle_once_audited(
+    node: Node,
+) -> None:
+    stored = await node.record(event(), webhooks=["see-pcn:a", "see-pcn:b"])
+    store = node.store
     jobs = await store.webhook_due(10, utc_now())
     assert sorted(j.webhook for j in jobs) == ["see-pcn:a", "see-pcn:b"]
     assert {j.record.cursor for j in jobs} == {stored.cursor}
-    await store.webhook_delivered("see-pcn:a", stored.cursor, utc_now())
+
+    def entry(outcome: str) -> EntryFields:
+        return EntryFields.build(
+            AuditEvent.SUBSCRIPTION_DELIVERED, message_id=jobs[0].record.id, code=outcome
+        )
+
+    await store.webhook_settled(
+        "see-pcn:a", stored.cursor, webhook_delivered(utc_now()), entry("a")
+    )
     retry_at = utc_now() + timedelta(seconds=5)
-    await store.webhook_retry("see-pcn:b", stored.cursor, retry_at, "HTTP 503")
+    await store.webhook_settled(
+        "see-pcn:b", stored.cursor, webhook_retry(retry_at, "HTTP 503"), entry("b.retry")
+    )
     assert await store.webhook_due(10, utc_now()) == []
     assert await store.webhook_next_due() == retry_at.replace(
         microsecond=retry_at.microsecond // 1000 * 1000
     )
-    await store.webhook_gave_up("see-pcn:b", stored.cursor, utc_now(), "HTTP 503")
+    (again,) = await store.webhook_due(10, retry_at)
+    assert (again.webhook, again.attempts) == ("see-pcn:b", 1)
+    await store.webhook_settled(
+        "see-pcn:b", stored.cursor, webhook_gave_up(utc_now(), "HTTP 503"), entry("b.gave-up")
+    )
     assert await store.webhook_next_due() is None
+    assert await store.webhook_due(10, utc_now() + timedelta(days=1)) == []
+    entries = await node.audit.entries(0, 10)
+    assert [(str(e.event), e.code) for e in entries] == [
+        ("subscription-delivered", "a"),
+        ("subscription-delivered", "b.retry"),
+        ("subscription-delivered", "b.gave-up"),
+    ]
 
 
-async def test_the_store_survives_a_restart_with_its_cursor(tmp_path: Path) -> None:
-    path = tmp_path / "s.sqlite3"
-    first = await SubscriptionStore.open(path)
-    await first.record(event())
-    await first.set_meta("k", "v")
+async def test_the_updates_survive_a_restart_with_their_cursor_and_entries(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "node.sqlite3"
+    first = await Node.open(path)
+    one = event()
+    await first.publish(one)
     await first.close()
-    second = await SubscriptionStore.open(path)
+    second = await Node.open(path)
     try:
-        assert (await second.record(event())).cursor == 2
-        assert await second.get_meta("k") == "v"
+        assert (await second.record(event())).cursor == 2  # a cursor never repeats
+        assert await second.store.last_cursor() == 2
+        assert await second.audited() == [("accepted", str(one.id))]
+        assert await second.outbox.depth() == 1
     finally:
         await second.close()
 
 
-async def test_a_store_of_schema_version_1_is_upgraded_and_its_rows_owe_no_audit(
-    tmp_path: Path,
+# --- the earlier layout -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("earlier", [EARLIER_FILES, ("subscriptions.sqlite3",)], ids=["all", "one"])
+async def test_a_data_directory_of_the_earlier_four_file_layout_is_refused_at_start(
+    tmp_path: Path, earlier: tuple[str, ...]
 ) -> None:
-    path = tmp_path / "subscriptions.sqlite3"
-    store = await SubscriptionStore.open(path)
-    old = event()
-    await store.record(old)
-    await store.close()
-    with contextlib.closing(sqlite3.connect(path)) as conn:  # as version 1 left it
-        conn.execute("DROP INDEX case_events_audit_owed")
-        conn.execute("ALTER TABLE case_events DROP COLUMN audit_owed")
-        conn.execute("PRAGMA user_version=1")
-        conn.commit()
-    store = await SubscriptionStore.open(path)
+    network = init_network_dir(tmp_path / "net", ["AL-ARO", "RS-PPO"], bus="memory")
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in earlier:  # what a node of the earlier layout left behind
+        with sqlite3.connect(data / name) as conn:
+            conn.execute("CREATE TABLE kept (x)")
+        conn.close()
+    config = network.config("AL-ARO", environ={"EXCHANGE_DATA_DIR": str(data)})
+
+    with pytest.raises(ConfigError) as info:
+        open_database(config)
+    message = str(info.value)
+    assert all(name in message for name in earlier)
+    assert "node.sqlite3" in message and "archive their audit log" in message
+
+    # The gateway does not start on it (nor leave a new database behind that a second start
+    # would take for the node's history).
+    server = TestServer(create_app(config, start_relay=False))
+    with pytest.raises(ConfigError, match="the layout before the node's database became one"):
+        await server.start_server()
+    await server.close()
+    assert not config.database_path.exists()
+    with pytest.raises(ConfigError):
+        open_database(config)
+    assert sorted(p.name for p in data.iterdir()) == sorted(earlier)
+
+
+async def test_a_data_directory_of_the_new_layout_opens_with_every_table(tmp_path: Path) -> None:
+    network = init_network_dir(tmp_path / "net", ["AL-ARO", "RS-PPO"], bus="memory")
+    config = network.config("AL-ARO", environ={"EXCHANGE_DATA_DIR": str(tmp_path / "data")})
+    db = open_database(config)
+    await db.start()
     try:
-        assert await store.audit_owed(10) == []
-        new = event()
-        intent = AuditIntent("stored", detail={"from": "AL-ARO"})
-        stored = await store.record(new, audit=[intent])
-        assert (stored.new, stored.audit_owed) == (True, True)
-        ((record, intents),) = await store.audit_owed(10)
-        assert (record.id, intents) == (new.id, [intent])
-        await store.audit_written(new.id)
-        assert await store.audit_owed(10) == []
-        assert [r.id for r in await store.events_after(0, 10)] == [old.id, new.id]
+
+        def tables(conn: sqlite3.Connection) -> set[str]:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            return {name for (name,) in rows}
+
+        names = await db.call(tables)
     finally:
-        await store.close()
+        await db.close()
+    assert db.path == config.database_path == config.audit_path
+    assert {"messages", "outbox", "inbox", "case_events", "webhook_jobs"} <= names
+    assert any("entries" in name or "leaves" in name for name in names), names
