@@ -47,7 +47,7 @@ import orjson
 from exchange.demo.runner import amqp_answers, free_base_port
 from exchange.network import NetworkLayout, init_network_dir
 from exchange.subscriptions.sse import parse_events
-from exchange.transport.amqp import delete_topology
+from exchange.transport.provision import delete_topology
 from exchange.transport.topology import Topology
 
 DEFAULT_URL = os.environ.get("EXCHANGE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")

@@ -18,8 +18,8 @@ class Held:
     def __init__(self) -> None:
         self.submitters: list[asyncio.Task[Any] | None] = []
 
-    async def queued_by(self, task: asyncio.Task[Any], n: int = 1, timeout: float = 10.0) -> None:
-        async with asyncio.timeout(timeout):
+    async def queued_by(self, task: asyncio.Task[Any], n: int = 1) -> None:
+        async with asyncio.timeout(10):
             while self.submitters.count(task) < n:
                 if task.done():
                     raise AssertionError(f"the task ended before it queued {n} operation(s)")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import secrets
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +21,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from exchange.crypto.pem_files import read_pem as _read
+from exchange.crypto.pem_files import staging_path as _staging
+from exchange.crypto.pem_files import write_certificate as _write_certificate
+from exchange.crypto.pem_files import write_crl as _write_crl
+from exchange.crypto.pem_files import write_private_key as _write_private_key
 from exchange.errors import ConfigError, ExchangeError, VerificationError
 from exchange.model.common import NETWORK_PATTERN, NODE_ID_PATTERN
 
@@ -471,50 +475,3 @@ def _check_network(network: str) -> None:
 
 def _load_ca(root: Path) -> tuple[Ed25519PrivateKey, x509.Certificate]:
     return load_private_key(root / CA_KEY_FILE), load_certificate(root / CA_CERT_FILE)
-
-
-def _read(path: str | os.PathLike[str], what: str) -> bytes:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as err:
-        raise ConfigError(f"cannot read {what} {path}: {err.strerror}") from None
-    if b"-----BEGIN " not in data:
-        raise ConfigError(f"{path}: not a PEM {what}")
-    return data
-
-
-def _staging(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-
-
-def _write_file(path: Path, data: bytes, mode: int) -> None:
-    """Write atomically: a reader sees the old file or the new one, never half of one."""
-    tmp = _staging(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)  # the umask may have narrowed it; keys must stay 0600
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    _write_file(path, pem, 0o600)
-
-
-def _write_certificate(path: Path, cert: x509.Certificate) -> None:
-    _write_file(path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-
-
-def _write_crl(path: Path, crl: x509.CertificateRevocationList) -> None:
-    _write_file(path, crl.public_bytes(serialization.Encoding.PEM), 0o644)

@@ -40,9 +40,9 @@ from exchange.gateway import keys
 from exchange.gateway.app import create_app
 from exchange.network import NetworkLayout, init_network_dir
 from exchange.subscriptions.client import receive_updates
-from exchange.transport.amqp import delete_topology
 from exchange.transport.bus import Bus, Outgoing
 from exchange.transport.memory import MemoryBus
+from exchange.transport.provision import delete_topology
 from exchange.transport.topology import Topology
 
 NODES = ("AL-ARO", "RS-PPO", "MD-ARO")

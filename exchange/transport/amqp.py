@@ -1,5 +1,5 @@
 """The RabbitMQ bus: a robust aio-pika connection, confirmed mandatory persistent publishes,
-verdict-driven consumers, and reads of the audit stream.
+verdict-driven consumers (`amqp_consumer`), and reads of the audit stream.
 
 With several broker URLs (the nodes of one cluster), the connection tries them in turn: the
 first one that answers at start-up, then, after a loss, the next one at each attempt, so a
@@ -15,11 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
-import aio_pika
 import aiormq
 from aio_pika.abc import AbstractRobustChannel
 from aiormq.abc import DeliveredMessage
@@ -27,9 +25,8 @@ from pamqp.commands import Basic
 from yarl import URL
 
 from exchange.log import get_logger
+from exchange.transport.amqp_consumer import CONNECTION_ERRORS, AmqpConsumer, delivery_of
 from exchange.transport.bus import (
-    DELIVERY_COUNT_HEADER,
-    REQUEUE,
     BusError,
     ConsumeError,
     Delivery,
@@ -41,6 +38,7 @@ from exchange.transport.bus import (
     dead_letter_headers,
     validate_prefetch,
 )
+from exchange.transport.failover import FailoverConnection
 from exchange.transport.topology import (
     MAX_ROUTING_KEY_BYTES,
     Declarations,
@@ -58,36 +56,11 @@ PUBLISHER_CHANNELS = 8
 and under load each hand-over of that lock waits a turn of the event loop; a few channels
 keep that many hand-overs going at once."""
 PERSISTENT = 2  # AMQP delivery mode
-_CONNECTION_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError, OSError)
+_CONNECTION_ERRORS = CONNECTION_ERRORS
 CONNECT_TIMEOUT_SECONDS = 15.0
 """How long one connection attempt to one broker may take before the next is tried."""
 _REFUSED_LOGIN = (ssl.SSLError, aiormq.exceptions.ProbableAuthenticationError)
 """Errors that another broker of the same cluster would answer alike: not worth a failover."""
-
-# aio-pika's robust connection makes every (re)connection attempt in this method; the name
-# is mangled from `__connect_transport`. tests/unit/test_amqp_failover.py checks it exists.
-_CONNECT_ATTEMPT = "_RobustConnection__connect_transport"
-
-
-class FailoverConnection(aio_pika.RobustConnection):
-    """A robust connection over several brokers: each attempt takes the next URL in turn.
-
-    Channels, consumers and their prefetch are restored by aio-pika after a reconnection,
-    whichever broker it reached. Every URL shares the first one's query options.
-    """
-
-    def __init__(self, urls: Sequence[str], first: int = 0, **kwargs: Any) -> None:
-        if not urls:
-            raise ValueError("a connection needs at least one broker URL")
-        self._urls = [URL(url) for url in urls]
-        self._next = first % len(self._urls)
-        super().__init__(self._urls[self._next], **kwargs)
-
-    async def _RobustConnection__connect_transport(self) -> None:
-        self.url = self._urls[self._next]
-        self._next = (self._next + 1) % len(self._urls)
-        attempt = getattr(super(), _CONNECT_ATTEMPT)
-        await attempt()
 
 
 class AmqpBus:
@@ -130,7 +103,7 @@ class AmqpBus:
         self._connection: FailoverConnection | None = None
         self._publishers: tuple[AbstractRobustChannel, ...] = ()
         self._next_publisher = 0
-        self._consumers: set[_AmqpConsumer] = set()
+        self._consumers: set[AmqpConsumer] = set()
         self._known_exchanges: set[str] = set()
         self._exchange_check = asyncio.Lock()
         self._in_flight: dict[str, asyncio.Future[None]] = {}
@@ -423,7 +396,7 @@ class AmqpBus:
         )
 
     # -- consuming ---------------------------------------------------------------------------
-    async def consume(self, queue: str, handler: Handler, *, prefetch: int = 64) -> _AmqpConsumer:
+    async def consume(self, queue: str, handler: Handler, *, prefetch: int = 64) -> AmqpConsumer:
         validate_prefetch(prefetch)
         if queue == self.topology.audit_stream_queue:
             raise ConsumeError(f"{queue} is a stream: use read_audit_stream")
@@ -438,7 +411,7 @@ class AmqpBus:
             raise ConsumeError(f"cannot consume {queue}: {err}") from err
         assert self._connection is not None
         channel = await self._connection.channel(publisher_confirms=False)
-        consumer = _AmqpConsumer(self, queue, handler, channel)
+        consumer = AmqpConsumer(self, queue, handler, channel)
         try:
             await channel.set_qos(prefetch_count=prefetch)  # remembered across reopenings
             await consumer.subscribe()
@@ -451,20 +424,7 @@ class AmqpBus:
         return consumer
 
     def delivery(self, message: DeliveredMessage) -> Delivery:
-        props, frame = message.header.properties, message.delivery
-        if not isinstance(frame, Basic.Deliver):
-            raise BusError(f"not a delivery: {frame!r}")
-        headers = dict(props.headers or {})
-        count = headers.get(DELIVERY_COUNT_HEADER)
-        return Delivery(
-            body=message.body,
-            exchange=self.topology.logical_name(frame.exchange or ""),
-            routing_key=frame.routing_key or "",
-            message_id=props.message_id,
-            headers=headers,
-            redelivered=bool(frame.redelivered),
-            delivery_count=(count if isinstance(count, int) else 0) + 1,
-        )
+        return delivery_of(message, self.topology)
 
     async def settle(
         self,
@@ -533,93 +493,3 @@ class AmqpBus:
                 if tag is not None:
                     await ch.basic_ack(tag)
                 yield delivery
-
-
-class _AmqpConsumer:
-    """A consumer on its own robust channel, subscribed again whenever the channel reopens.
-
-    It consumes on the protocol layer (one task per delivery, no per-message wrapper objects)
-    and settles each delivery on the channel it came on.
-    """
-
-    def __init__(
-        self, bus: AmqpBus, queue: str, handler: Handler, channel: AbstractRobustChannel
-    ) -> None:
-        self.bus, self.queue, self.handler, self.channel = bus, queue, handler, channel
-        self.tag = f"xb-{uuid.uuid4().hex}"
-        self._handling: set[asyncio.Task[Any]] = set()
-        self._active = True
-
-    async def subscribe(self) -> None:
-        underlay = await self.channel.get_underlay_channel()
-
-        async def on_message(message: DeliveredMessage) -> None:
-            await self.on_message(underlay, message)
-
-        await underlay.basic_consume(self.queue, on_message, consumer_tag=self.tag)
-
-    async def resubscribe(self, *_: Any) -> None:
-        if not self._active:
-            return
-        try:
-            await self.subscribe()
-            _log.info("consumer restored", queue=self.queue)
-        except Exception:
-            _log.error("could not restore consumer", queue=self.queue, exc_info=True)
-
-    async def on_message(
-        self, channel: aiormq.abc.AbstractChannel, message: DeliveredMessage
-    ) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._handling.add(task)
-        try:
-            delivery = self.bus.delivery(message)
-            try:
-                verdict = await self.handler(delivery)
-            except Exception:
-                _log.warning(
-                    "handler failed; requeued", message_id=delivery.message_id, exc_info=True
-                )
-                verdict = REQUEUE
-            await self.bus.settle(self.queue, channel, message, delivery, verdict)
-        finally:
-            if task is not None:
-                self._handling.discard(task)
-
-    async def cancel(self) -> None:
-        """Stop consuming, let deliveries being handled settle, then close the channel."""
-        self._active = False
-        self.bus._consumers.discard(self)
-        self.channel.reopen_callbacks.discard(self.resubscribe)
-        with contextlib.suppress(*_CONNECTION_ERRORS, TimeoutError):
-            underlay = await asyncio.wait_for(self.channel.get_underlay_channel(), 5)
-            await underlay.basic_cancel(self.tag, timeout=5)
-        current = asyncio.current_task()
-        pending = [t for t in self._handling if t is not current]
-        if pending:
-            await asyncio.wait(pending, timeout=self.bus.confirm_timeout)
-        with contextlib.suppress(*_CONNECTION_ERRORS):
-            await self.channel.close()
-
-
-async def delete_topology(url: str, topology: Topology, nodes: Sequence[str]) -> None:
-    """Best effort: remove the queues and exchanges a run made under `topology`'s prefix
-    (the demo and benchmarks share a broker with others and leave nothing behind)."""
-    with contextlib.suppress(Exception):
-        connection = await aio_pika.connect(url)
-        async with connection:
-            channel = await connection.channel()
-            queues = [topology.audit_stream_queue]
-            for node in nodes:
-                queues += [
-                    topology.inbox_queue(node),
-                    topology.dead_queue(node),
-                    topology.subscription_queue(node),
-                ]
-            for name in queues:
-                with contextlib.suppress(Exception):
-                    await channel.queue_delete(name)
-            for spec in topology.exchanges():
-                with contextlib.suppress(Exception):
-                    await channel.exchange_delete(spec.name)

@@ -9,6 +9,7 @@ answers when the import is done). Both are blocking: they are for the CLI.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import ssl
@@ -22,7 +23,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import aio_pika
+
 from exchange.errors import ExchangeError
+from exchange.transport.topology import Topology
 
 IMPORT_TIMEOUT_SECONDS = 60.0
 
@@ -154,3 +158,25 @@ def _run(
             f"{(done.stderr or done.stdout).strip()[:800]}"
         )
     return done.stdout
+
+
+async def delete_topology(url: str, topology: Topology, nodes: Sequence[str]) -> None:
+    """Best effort: remove the queues and exchanges a run made under `topology`'s prefix
+    (the demo and benchmarks share a broker with others and leave nothing behind)."""
+    with contextlib.suppress(Exception):
+        connection = await aio_pika.connect(url)
+        async with connection:
+            channel = await connection.channel()
+            queues = [topology.audit_stream_queue]
+            for node in nodes:
+                queues += [
+                    topology.inbox_queue(node),
+                    topology.dead_queue(node),
+                    topology.subscription_queue(node),
+                ]
+            for name in queues:
+                with contextlib.suppress(Exception):
+                    await channel.queue_delete(name)
+            for spec in topology.exchanges():
+                with contextlib.suppress(Exception):
+                    await channel.exchange_delete(spec.name)

@@ -203,7 +203,7 @@ def test_the_connection_hook_that_failover_relies_on_exists_in_aio_pika() -> Non
     # connection makes each attempt; a release that renames it must fail here, loudly.
     import aio_pika
 
-    from exchange.transport.amqp import _CONNECT_ATTEMPT, FailoverConnection
+    from exchange.transport.failover import _CONNECT_ATTEMPT, FailoverConnection
 
     assert callable(getattr(aio_pika.RobustConnection, _CONNECT_ATTEMPT, None))
     assert _CONNECT_ATTEMPT in vars(FailoverConnection)

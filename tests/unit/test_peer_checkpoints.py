@@ -16,10 +16,10 @@ import pytest
 from exchange.audit.checkpoints import Checkpoint, sign_checkpoint
 from exchange.audit.entries import AuditEntry, AuditEvent
 from exchange.audit.log import AuditLog
+from exchange.audit.peers import PeerCheckpoints
 from exchange.crypto.signing import NodeSigner
 from exchange.crypto.verify import TrustStore
 from exchange.gateway.app import load_identity
-from exchange.audit.peers import PeerCheckpoints
 from exchange.model.common import utc_now
 from exchange.network import NetworkLayout, init_network_dir
 

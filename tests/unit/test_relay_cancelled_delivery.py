@@ -1,34 +1,40 @@
 """A delivery whose handling is cancelled half-way (aiormq cancels the handlers of a channel
-that closes, as when the broker restarts) still gets its audit record exactly once.
+that closes, as when the broker restarts) still has its record written exactly once.
 
-The first delivery has stored the message and queued its `verified` and `stored` entries
-when it is cancelled; the broker then delivers the message again. The redelivery must wait
-for those entries, not write them a second time. The audit log's writer is held back while
-this happens, so the entries are not yet durable at the moment of the redelivery.
+The relay's inbox stores the message, its `verified`, `stored` and `receipt-sent` entries
+and its receipt's outbox row in one operation of the node's database, and an operation
+once queued is not withdrawn when its caller is cancelled. The database's worker is held
+while the first delivery's operation waits in the queue, the handler is cancelled, and the
+broker delivers the message again: the first operation still commits everything, and the
+redelivery, queued behind it, is a duplicate that writes nothing and owes no second receipt.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import threading
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from exchange.crypto.signing import NodeSigner, encode_envelope
 from exchange.gateway import keys
 from exchange.gateway.app import create_app
-from exchange.gateway.relay import Relay
 from exchange.model.envelope import Header
 from exchange.network import NetworkLayout, init_network_dir
+from exchange.relay.relay import Relay
 from exchange.transport.bus import ACK, Delivery
 from exchange.transport.memory import MemoryBroker, MemoryBus
 from exchange.transport.topology import Topology
+from tests.holding import held
 
 HeaderFactory = Callable[..., Header]  # the `make_header` fixture
 EXAMPLE = (
@@ -37,20 +43,44 @@ EXAMPLE = (
 )
 
 
+@dataclass
+class RsNode:
+    network: NetworkLayout
+    app: web.Application
+
+    @property
+    def relay(self) -> Relay:
+        relay = self.app[keys.RELAY]
+        assert relay is not None
+        return relay
+
+    def committed(self, message_id: uuid.UUID) -> tuple[int, list[str], int]:
+        """What the database file holds for the message, read by a connection of its own:
+        its inbox rows, the events of its audit entries, and the receipts owed for it."""
+        mid = str(message_id)
+        path = self.app[keys.CONFIG].database_path
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            (inbox,) = conn.execute("SELECT count(*) FROM inbox WHERE id = ?", (mid,)).fetchone()
+            entries = conn.execute("SELECT body FROM entries ORDER BY idx").fetchall()
+            receipts = conn.execute("SELECT body FROM outbox WHERE kind = 'receipt'").fetchall()
+        events = [e["event"] for (b,) in entries if (e := json.loads(b)).get("message_id") == mid]
+        answering = [b for (b,) in receipts if json.loads(b)["payload"]["message_id"] == mid]
+        return int(inbox), events, len(answering)
+
+
 @pytest.fixture
-async def rs(tmp_path: Path) -> AsyncIterator[tuple[NetworkLayout, Relay]]:
+async def rs(tmp_path: Path) -> AsyncIterator[RsNode]:
     network = init_network_dir(tmp_path / "net", ["AL-ARO", "RS-PPO"], bus="memory")
     topology = Topology(prefix="xb")
     bus = MemoryBus(topology, broker=MemoryBroker(topology), node_id="RS-PPO")
     await bus.start()
     await bus.declare_node("AL-ARO")  # where the receipt goes
-    app = create_app(network.config("RS-PPO", environ={}), bus=bus)
+    config = network.config("RS-PPO", environ={"EXCHANGE_DATA_DIR": str(tmp_path / "data")})
+    app = create_app(config, bus=bus)
     server = TestServer(app)
     await server.start_server()
     try:
-        relay = app[keys.RELAY]
-        assert relay is not None
-        yield network, relay
+        yield RsNode(network, app)
     finally:
         await server.close()
         await bus.close()
@@ -65,43 +95,40 @@ def inquiry(network: NetworkLayout, header: Header) -> tuple[dict[str, Any], Del
     return envelope, delivery
 
 
-async def test_a_redelivery_after_a_cancelled_delivery_does_not_audit_it_twice(
-    rs: tuple[NetworkLayout, Relay],
-    make_header: HeaderFactory,
-    monkeypatch: pytest.MonkeyPatch,
+async def test_a_cancelled_delivery_commits_once_and_its_redelivery_is_a_duplicate(
+    rs: RsNode, make_header: HeaderFactory
 ) -> None:
-    network, relay = rs
-    envelope, delivery = inquiry(network, make_header())
+    envelope, delivery = inquiry(rs.network, make_header())
     message_id = uuid.UUID(envelope["header"]["id"])
-    audit = relay._audit
-    gate = threading.Event()
-    commit = audit._store.commit_batch
+    relay, audit = rs.relay, rs.app[keys.AUDIT]
+    redelivery = Delivery(
+        delivery.body, delivery.exchange, delivery.routing_key, delivery.message_id, {}, True, 2
+    )
 
-    def held_back(*args: Any, **kwargs: Any) -> Any:
-        gate.wait(10)
-        return commit(*args, **kwargs)
+    async with held(rs.app[keys.DATABASE]) as database:
+        first = asyncio.create_task(relay.inbox.handle(delivery))
+        await database.queued_by(first)  # verified, receipt signed, its transaction queued
+        first.cancel()  # the channel closed under it
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert rs.committed(message_id) == (0, [], 0)  # nothing is durable yet
 
-    monkeypatch.setattr(audit._store, "commit_batch", held_back)
-
-    first = asyncio.create_task(relay.handle_delivery(delivery))
-    for _ in range(200):  # stored, its entries queued, the receipt published: now it waits
-        if message_id in relay._recording:
-            break
-        await asyncio.sleep(0.01)
-    recording = relay._recording[message_id]
-    await asyncio.sleep(0.1)
-    first.cancel()  # the channel closed under it
-    with pytest.raises(asyncio.CancelledError):
-        await first
-    given_up = recording.cancelled()
-
-    again = asyncio.create_task(relay.handle_delivery(delivery))  # the broker's redelivery
-    await asyncio.sleep(0.3)
-    gate.set()
+        again = asyncio.create_task(relay.inbox.handle(redelivery))  # the broker's redelivery
+        await database.queued_by(again)  # queued behind the cancelled handler's operation
+        assert not again.done()
+    # released: the cancelled handler's operation runs first, then the redelivery's
     assert await asyncio.wait_for(again, 10) == ACK
 
-    size = audit.head.size
-    entries = [e for e in await audit.entries(0, size) if e.message_id == str(message_id)]
-    events = [str(e.event) for e in entries]
+    inbox, events, receipts = rs.committed(message_id)
+    assert inbox == 1
     assert events.count("verified") == 1 and events.count("stored") == 1, events
-    assert not given_up  # the record being written was not given up with the handler
+    assert events.count("receipt-sent") == 1, events
+    assert receipts == 1  # one receipt owed, not one per delivery (each signs its own)
+    head = audit.head.size
+    entries = await audit.entries(0, head)
+    assert [e.index for e in entries] == list(range(head))
+
+    # a later copy (the ack of the redelivery was lost too) changes nothing either
+    assert await relay.inbox.handle(redelivery) == ACK
+    assert rs.committed(message_id) == (inbox, events, receipts)
+    assert audit.head.size == head

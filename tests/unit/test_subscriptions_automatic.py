@@ -9,6 +9,7 @@ a submit is answered or a delivery acked the update exists; nothing is left to e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import uuid
@@ -52,6 +53,7 @@ def example(kind: str, name: str) -> dict[str, Any]:
 EXECUTED = example("freeze-decision", "executed-two-accounts-apartment.json")
 REFUSED = example("freeze-decision", "refused-ne-bis-in-idem.json")
 PARTIAL = example("asset-inquiry-response", "partial-account-and-building-found.json")
+INQUIRY = example("asset-inquiry", "me-to-al-yacht-car-account.json")
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +141,7 @@ class Node:
 
     async def owed(self) -> list[tuple[str, str, str]]:
         """The outbox rows: (message id, kind, recipient)."""
-        with sqlite3.connect(self.config.database_path) as conn:
+        with contextlib.closing(sqlite3.connect(self.config.database_path)) as conn:
             rows = conn.execute("SELECT message_id, kind, recipient FROM outbox ORDER BY seq")
             return [tuple(row) for row in rows.fetchall()]
 
@@ -331,7 +333,7 @@ async def test_the_update_of_a_sent_message_is_there_after_a_restart_and_none_is
     data = tmp_path / "rs-data"
     rs = await open_node("RS-PPO", data=data, follow="all")
     decision_id = await rs.submit("freeze-decision", EXECUTED, "AL-ARO")
-    await rs.submit("asset-inquiry", example("asset-inquiry", _first("asset-inquiry")), "AL-ARO")
+    await rs.submit("asset-inquiry", INQUIRY, "AL-ARO")  # triggers no update
     before = await rs.automatic()
     await rs.client.close()  # the node stops right after answering
 
@@ -342,10 +344,6 @@ async def test_the_update_of_a_sent_message_is_there_after_a_restart_and_none_is
     assert item["update"]["event"] == "frozen"
     assert len(signed_entries(await again.entries())) == 1
     assert [kind for _, kind, _ in await again.owed()].count("case-update") == 1
-
-
-def _first(kind: str) -> str:
-    return sorted(p.name for p in (EXAMPLES / kind / "valid").glob("*.json"))[0]
 
 
 # --- received ---------------------------------------------------------------------------------

@@ -5,6 +5,11 @@ says, is stored once and audited; everything else is refused with a code, audite
 dead-lettered: a non-member sender or a network this node is not in (`network.forbidden`),
 a routing key naming another network, an update addressed to non-members, a forged
 signature, an id reused for other content, another message type on the cases exchange.
+
+The consumer is the node's one inbound pipeline (`CaseUpdates.consumer.handle`): an update
+and its audit entries commit in one transaction of the node's database before the ack, so
+a redelivery writes nothing twice and nothing is ever left to recover. A refusal is
+audited even when its evidence cannot be kept, and requeued only when nothing can be.
 """
 
 from __future__ import annotations
