@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import urllib.parse
 import uuid
 from collections.abc import Iterator
 
 import pytest
 import structlog
-
-DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
-
-
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+from rabbitmq_cli import DEFAULT_AMQP_URL, rabbitmqctl
 
 
 @pytest.fixture(scope="session")
@@ -25,11 +19,11 @@ def amqp_vhost() -> Iterator[str]:
     if shutil.which("rabbitmqctl") is None:
         pytest.fail("rabbitmqctl not found: integration tests need the real RabbitMQ")
     vhost = f"xbtest-{uuid.uuid4().hex[:12]}"
-    _rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("add_vhost", vhost)
     user = urllib.parse.urlsplit(os.environ.get("EXCHANGE_AMQP_URL", DEFAULT_AMQP_URL)).username
-    _rabbitmqctl("set_permissions", "-p", vhost, user or "guest", ".*", ".*", ".*")
+    rabbitmqctl("set_permissions", "-p", vhost, user or "guest", ".*", ".*", ".*")
     yield vhost
-    _rabbitmqctl("delete_vhost", vhost)
+    rabbitmqctl("delete_vhost", vhost)
 
 
 @pytest.fixture(scope="session")

@@ -8,34 +8,21 @@ deleted afterwards, with the test's virtual host.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import secrets
-import subprocess
-import tempfile
-import time
-import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import aio_pika
 import aiormq
 import pytest
+from rabbitmq_cli import imported_definitions, user_url
 
 from exchange.transport.amqp import AmqpBus
 from exchange.transport.bus import ACK, ConsumeError, Delivery, Outgoing, PublishError, Verdict
 from exchange.transport.topology import Topology
 
 NETWORK = "see-arn"
-DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
-
-
-def rabbitmqctl(*args: str) -> str:
-    return subprocess.run(
-        ["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=60
-    ).stdout
 
 
 @dataclass(frozen=True)
@@ -49,11 +36,7 @@ class Network:
     password: str
 
     def url(self, user: str) -> str:
-        base = urllib.parse.urlsplit(os.environ.get("EXCHANGE_AMQP_URL", DEFAULT_AMQP_URL))
-        host = base.hostname or "127.0.0.1"
-        netloc = f"{user}:{self.password}@{host}:{base.port or 5672}"
-        vhost = urllib.parse.quote(self.vhost, safe="")
-        return urllib.parse.urlunsplit((base.scheme, netloc, f"/{vhost}", "", ""))
+        return user_url(user, self.password, self.vhost)
 
 
 @pytest.fixture(scope="module")
@@ -77,46 +60,8 @@ def network() -> Iterator[Network]:
         passwords=dict.fromkeys(users, net.password),
         auditors=[net.auditor],
     )
-    # rabbitmqctl reads the file as the rabbitmq user: it must be readable by others
-    fd, name = tempfile.mkstemp(prefix="xb-definitions-", suffix=".json")
-    path = Path(name)
-    try:
-        with os.fdopen(fd, "w") as out:
-            json.dump(definitions, out)
-        path.chmod(0o644)
-        rabbitmqctl("import_definitions", str(path))
-        _wait_for_import(net.vhost, definitions)
-        path.unlink()
+    with imported_definitions(net.vhost, definitions, users):
         yield net
-    finally:
-        path.unlink(missing_ok=True)
-        cleanup = [["delete_user", user] for user in users] + [["delete_vhost", net.vhost]]
-        running = [
-            subprocess.Popen(
-                ["rabbitmqctl", "-q", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            for args in cleanup
-        ]
-        for process in running:
-            process.wait(timeout=60)
-
-
-def _wait_for_import(vhost: str, definitions: dict[str, list[dict[str, str]]]) -> None:
-    """`import_definitions` returns before the import is done: wait for its last part."""
-    expected = {(b["source"], b["routing_key"], b["destination"]) for b in definitions["bindings"]}
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            listing = rabbitmqctl(
-                "list_bindings", "-p", vhost, "source_name", "routing_key", "destination_name"
-            )
-        except subprocess.CalledProcessError:
-            listing = ""
-        present = {tuple(line.split("\t")) for line in listing.splitlines()}
-        if expected <= present:
-            return
-        time.sleep(0.2)
-    raise AssertionError("the definitions were not imported within 30 s")
 
 
 @pytest.fixture
