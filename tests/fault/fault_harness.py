@@ -20,6 +20,7 @@ from typing import IO, Any
 
 import aiohttp
 import orjson
+from http_helpers import auth_headers
 from private_broker import tail as _tail
 
 from exchange.demo.runner import CASE, load_payload
@@ -183,8 +184,7 @@ class FaultNetwork:
     # -- HTTP ----------------------------------------------------------------------------
 
     def _headers(self, node_id: str) -> dict[str, str]:
-        token = self.layout.nodes[node_id].token("contact-point")
-        return {"Authorization": f"Bearer {token}"}
+        return auth_headers(self.layout, node_id)
 
     async def call(self, node_id: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         headers = self._headers(node_id)

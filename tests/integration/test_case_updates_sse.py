@@ -20,6 +20,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from http_helpers import bearer
 
 from exchange.crypto.canonical import sha256_hex
 from exchange.crypto.signing import NodeSigner, encode_envelope, signing_input
@@ -133,7 +134,7 @@ async def test_a_subscriber_cut_off_at_random_points_loses_and_repeats_nothing(
     async with aiohttp.ClientSession() as session:
         async with asyncio.timeout(120):
             while len(received) < len(wanted):
-                headers = {"Authorization": f"Bearer {token}"}
+                headers = bearer(token)
                 if last_event_id is not None:
                     headers["Last-Event-ID"] = last_event_id
                 connections += 1

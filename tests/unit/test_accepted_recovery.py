@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from http_helpers import auth_headers
 
 from exchange.audit.entries import AuditEvent
 from exchange.gateway import keys
@@ -40,13 +41,12 @@ async def test_a_message_stored_but_not_audited_is_audited_once_at_the_next_star
     network: NetworkLayout, tmp_path: Path
 ) -> None:
     config = network.config("AL-ARO", environ={"EXCHANGE_DATA_DIR": str(tmp_path / "data")})
-    token = network.nodes["AL-ARO"].tokens["contact-point"]
     app = create_app(config, start_relay=False)
     async with TestClient(TestServer(app)) as client:
         answered = await client.post(
             "/v1/messages",
             json=submission_body(),
-            headers={"Authorization": f"Bearer {token}"},
+            headers=auth_headers(network, "AL-ARO"),
         )
         assert answered.status == 202
         normal = (await answered.json())["id"]

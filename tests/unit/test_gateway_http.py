@@ -15,6 +15,7 @@ from uuid import UUID, uuid4
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from http_helpers import bearer
 from openapi_spec_validator import validate as validate_openapi
 
 from exchange.audit.entries import AuditEntry
@@ -70,7 +71,7 @@ class Gateway:
     tokens: dict[str, str]
 
     def auth(self, role: str = "contact-point") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[role]}"}
+        return bearer(self.tokens[role])
 
     async def post(self, body: Any, role: str = "contact-point", **kwargs: Any) -> Any:
         return await self.client.post("/v1/messages", json=body, headers=self.auth(role), **kwargs)
@@ -312,9 +313,7 @@ async def test_a_missing_or_wrong_token_is_refused_401_before_the_body_is_read(
 
 async def test_a_token_of_another_node_is_refused(gateway: Gateway, network: NetworkLayout) -> None:
     other = network.nodes["RS-PPO"].tokens["contact-point"]
-    response = await gateway.client.post(
-        "/v1/messages", json=submission(), headers={"Authorization": f"Bearer {other}"}
-    )
+    response = await gateway.client.post("/v1/messages", json=submission(), headers=bearer(other))
     await problem_of(response, 401, "auth.invalid")
     await assert_refused_and_nothing_stored(gateway, "auth.invalid")
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from http_helpers import auth_headers
 
 from exchange.gateway.app import create_app
 from exchange.network import NetworkLayout, init_network_dir
@@ -50,10 +51,6 @@ async def nodes(tmp_path: Path) -> AsyncIterator[tuple[NetworkLayout, Clients]]:
             await bus.close()
 
 
-def headers(network: NetworkLayout, node: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {network.nodes[node].token('contact-point')}"}
-
-
 async def wait_for_status(
     client: TestClient[web.Request, web.Application], path: str, auth: dict[str, str], want: str
 ) -> dict[str, Any]:
@@ -82,7 +79,7 @@ async def test_a_message_is_delivered_and_its_receipt_comes_back(
         "handling": {"tlp": "AMBER", "code": "H2"},
         "payload": payload,
     }
-    sender = headers(network, "AL-ARO")
+    sender = auth_headers(network, "AL-ARO")
     response = await clients["AL-ARO"].post("/v1/messages", json=body, headers=sender)
     assert response.status == 202
     message_id = (await response.json())["id"]
@@ -96,7 +93,7 @@ async def test_a_message_is_delivered_and_its_receipt_comes_back(
     assert delivery["receipt"]["envelope"]["header"]["sender"] == "RS-PPO"
 
     inbox = await (
-        await clients["RS-PPO"].get("/v1/inbox", headers=headers(network, "RS-PPO"))
+        await clients["RS-PPO"].get("/v1/inbox", headers=auth_headers(network, "RS-PPO"))
     ).json()
     (item,) = inbox["items"]
     assert item["id"] == message_id and item["sender"] == "AL-ARO"

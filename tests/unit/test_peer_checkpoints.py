@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from http_helpers import auth_headers
 
 from exchange.audit.checkpoints import Checkpoint, sign_checkpoint
 from exchange.audit.entries import AuditEntry, AuditEvent
@@ -159,7 +160,6 @@ async def test_auditors_read_what_was_seen_over_http_and_others_may_not(
     from exchange.gateway.app import create_app
 
     config = network.config("AL-ARO", environ={"EXCHANGE_DATA_DIR": str(tmp_path / "data")})
-    tokens = network.nodes["AL-ARO"].tokens
     rs, md = identity(network, "RS-PPO")[0], identity(network, "MD-ARO")[0]
     app = create_app(config, start_relay=False)
     async with TestClient(TestServer(app)) as client:
@@ -168,7 +168,7 @@ async def test_auditors_read_what_was_seen_over_http_and_others_may_not(
             assert (await app[keys.PEERS].observe(body.to_json(), signer.node_id)).outcome == "new"
 
         def auth(role: str) -> dict[str, str]:
-            return {"Authorization": f"Bearer {tokens[role]}"}
+            return auth_headers(network, "AL-ARO", role)
 
         answer = await client.get("/v1/audit/peers", headers=auth("auditor"))
         assert answer.status == 200

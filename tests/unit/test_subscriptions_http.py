@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from http_helpers import bearer
 
 from exchange.audit.entries import AuditEntry
 from exchange.gateway import keys
@@ -75,7 +76,7 @@ class Gateway:
     tokens: dict[str, str]
 
     def auth(self, role: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[role]}"}
+        return bearer(self.tokens[role])
 
     async def post(self, body: Any, role: str = "contact-point") -> Any:
         return await self.client.post("/v1/messages", json=body, headers=self.auth(role))
