@@ -13,16 +13,15 @@ import asyncio
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
+from networks import NetworkFactory
 from tcp_relay import TcpRelay, free_port
 
 from exchange.demo.runner import CASE, DemoNetwork, free_base_port, load_payload
 from exchange.gateway.app import create_app
-from exchange.network import init_network_dir
 
 pytestmark = pytest.mark.integration
 
@@ -31,14 +30,14 @@ NODES = ("AL-ARO", "RS-PPO")
 
 @pytest.fixture
 async def late(
-    amqp_url: str, tmp_path: Path, prefix: str
+    amqp_url: str, make_network: NetworkFactory, prefix: str
 ) -> AsyncIterator[tuple[DemoNetwork, TcpRelay]]:
     real = urllib.parse.urlsplit(amqp_url)
     relay = TcpRelay(free_port(), (real.hostname or "127.0.0.1", real.port or 5672))
     netloc = f"{real.username}:{real.password}@127.0.0.1:{relay.port}"
-    layout = init_network_dir(
-        tmp_path / "net",
+    layout = make_network(
         NODES,
+        bus="amqp",
         amqp_url=urllib.parse.urlunsplit(real._replace(netloc=netloc)),
         base_port=free_base_port(len(NODES)),
         prefix=prefix,

@@ -19,17 +19,15 @@ from typing import Any
 
 import aiohttp
 import pytest
+from networks import DemoNetworks
 
 from exchange.crypto.signing import NodeSigner, encode_envelope
-from exchange.demo.runner import DemoNetwork, free_base_port
+from exchange.demo.runner import DemoNetwork
 from exchange.gateway import keys
 from exchange.model.common import utc_now
 from exchange.model.envelope import Header
-from exchange.network import init_network_dir
 from exchange.subscriptions.client import fetch_updates, poll_updates, stream_updates
 from exchange.transport.bus import ACK, Delivery, Outgoing, Verdict
-from exchange.transport.memory import MemoryBus
-from exchange.transport.topology import Topology
 
 pytestmark = pytest.mark.integration
 
@@ -40,28 +38,11 @@ CASE = "AL-2026-0042"
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
 
 
-@pytest.fixture(params=["memory", "amqp"])
-async def net(
-    request: pytest.FixtureRequest, tmp_path: Path, prefix: str
-) -> AsyncIterator[DemoNetwork]:
-    kind = request.param
-    url = request.getfixturevalue("amqp_url") if kind == "amqp" else "amqp://unused/"
-    layout = init_network_dir(
-        tmp_path / "net",
-        [*MEMBERS, OUTSIDER],
-        amqp_url=url,
-        base_port=free_base_port(4),
-        bus=kind,
-        prefix=prefix,
-        networks={NETWORK: MEMBERS},
-    )
-    shared = MemoryBus(Topology(prefix)) if kind == "memory" else None
-    network = DemoNetwork(layout, shared)
-    await network.start()
-    try:
+@pytest.fixture
+async def net(demo_networks: DemoNetworks) -> AsyncIterator[DemoNetwork]:
+    layout = demo_networks.layout([*MEMBERS, OUTSIDER], networks={NETWORK: MEMBERS})
+    async with demo_networks.running(layout) as network:
         yield network
-    finally:
-        await network.stop()
 
 
 def update(sender: str, event: str, summary: str, case: str = CASE) -> dict[str, Any]:

@@ -15,9 +15,11 @@ from exchange.audit.entries import AuditEvent
 from exchange.gateway import keys
 from exchange.gateway.app import create_app
 from exchange.gateway.submit import check_payload, parse_submission, sign_submission
-from exchange.network import NetworkLayout, init_network_dir
+from exchange.network import NetworkLayout
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "schemas/examples/asset-inquiry/valid"
+
+pytestmark = pytest.mark.network(nodes=["AL-ARO", "RS-PPO"])
 
 
 def submission_body() -> dict[str, object]:
@@ -30,11 +32,6 @@ def submission_body() -> dict[str, object]:
         "handling": {"tlp": "AMBER", "code": "H2"},
         "payload": payload,
     }
-
-
-@pytest.fixture
-def network(tmp_path: Path) -> NetworkLayout:
-    return init_network_dir(tmp_path / "net", ["AL-ARO", "RS-PPO"], bus="memory")
 
 
 async def test_a_message_stored_but_not_audited_is_audited_once_at_the_next_start(

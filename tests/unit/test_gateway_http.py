@@ -32,9 +32,8 @@ from exchange.gateway.api_models import (
 from exchange.gateway.app import certificate_paths, create_app
 from exchange.gateway.routes import ROUTES
 from exchange.model.common import utc_now
-from exchange.network import NetworkLayout, init_network_dir
+from exchange.network import NetworkLayout
 
-NODES = ["AL-ARO", "RS-PPO", "MD-ARO"]
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
 
 
@@ -57,11 +56,6 @@ def submission(**overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
-
-
-@pytest.fixture(scope="module")
-def network(tmp_path_factory: pytest.TempPathFactory) -> NetworkLayout:
-    return init_network_dir(tmp_path_factory.mktemp("net"), NODES, bus="memory")
 
 
 @dataclass

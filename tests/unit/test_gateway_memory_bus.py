@@ -16,9 +16,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from http_helpers import auth_headers
+from networks import NetworkFactory
 
 from exchange.gateway.app import create_app
-from exchange.network import NetworkLayout, init_network_dir
+from exchange.network import NetworkLayout
 from exchange.transport.memory import MemoryBroker, MemoryBus
 from exchange.transport.topology import Topology
 
@@ -28,8 +29,8 @@ Clients = dict[str, TestClient[web.Request, web.Application]]
 
 
 @pytest.fixture
-async def nodes(tmp_path: Path) -> AsyncIterator[tuple[NetworkLayout, Clients]]:
-    network = init_network_dir(tmp_path / "net", ["AL-ARO", "RS-PPO"], bus="memory")
+async def nodes(make_network: NetworkFactory) -> AsyncIterator[tuple[NetworkLayout, Clients]]:
+    network = make_network(["AL-ARO", "RS-PPO"])
     topology = Topology(prefix="xb")
     broker = MemoryBroker(topology)
     clients: Clients = {}

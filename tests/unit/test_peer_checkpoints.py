@@ -22,16 +22,10 @@ from exchange.crypto.verify import TrustStore
 from exchange.gateway.app import load_identity
 from exchange.gateway.peers import PeerCheckpoints
 from exchange.model.common import utc_now
-from exchange.network import NetworkLayout, init_network_dir
+from exchange.network import NetworkLayout
 
-NODES = ["AL-ARO", "RS-PPO", "MD-ARO"]
 # after the certificates made by the fixtures (they are not valid before they were issued)
 T0 = utc_now().replace(microsecond=0) + timedelta(hours=1)
-
-
-@pytest.fixture(scope="module")
-def network(tmp_path_factory: pytest.TempPathFactory) -> NetworkLayout:
-    return init_network_dir(tmp_path_factory.mktemp("net"), NODES, bus="memory")
 
 
 def identity(network: NetworkLayout, node: str) -> tuple[NodeSigner, TrustStore]:

@@ -19,13 +19,14 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
+from networks import NetworkFactory
 
 from exchange.crypto.signing import NodeSigner, encode_envelope
 from exchange.gateway import keys
 from exchange.gateway.app import create_app
 from exchange.gateway.relay import Relay
 from exchange.model.envelope import Header
-from exchange.network import NetworkLayout, init_network_dir
+from exchange.network import NetworkLayout
 from exchange.transport.bus import ACK, Delivery
 from exchange.transport.memory import MemoryBroker, MemoryBus
 from exchange.transport.topology import Topology
@@ -38,8 +39,8 @@ EXAMPLE = (
 
 
 @pytest.fixture
-async def rs(tmp_path: Path) -> AsyncIterator[tuple[NetworkLayout, Relay]]:
-    network = init_network_dir(tmp_path / "net", ["AL-ARO", "RS-PPO"], bus="memory")
+async def rs(make_network: NetworkFactory) -> AsyncIterator[tuple[NetworkLayout, Relay]]:
+    network = make_network(["AL-ARO", "RS-PPO"])
     topology = Topology(prefix="xb")
     bus = MemoryBus(topology, broker=MemoryBroker(topology), node_id="RS-PPO")
     await bus.start()

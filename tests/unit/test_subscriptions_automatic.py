@@ -22,7 +22,7 @@ from exchange.gateway.records import OutgoingRecord
 from exchange.gateway.store import MessageStore
 from exchange.model.common import utc_now
 from exchange.model.envelope import Header
-from exchange.network import NetworkLayout, init_network_dir
+from exchange.network import NetworkLayout
 from exchange.subscriptions.automatic import automatic_update, automatic_update_id
 from exchange.subscriptions.records import NewCaseEvent
 from exchange.subscriptions.service import CaseUpdates
@@ -31,6 +31,8 @@ NODES = ["AL-ARO", "RS-PPO", "MD-ARO", "KZ-ARC"]
 MEMBERS = ["AL-ARO", "RS-PPO", "MD-ARO"]
 CASE = "AL-2026-0042"
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
+
+pytestmark = pytest.mark.network(nodes=NODES, networks={"see-pcn": MEMBERS})
 
 
 def example(kind: str, name: str) -> dict[str, Any]:
@@ -41,13 +43,6 @@ def example(kind: str, name: str) -> dict[str, Any]:
 EXECUTED = example("freeze-decision", "executed-two-accounts-apartment.json")
 REFUSED = example("freeze-decision", "refused-ne-bis-in-idem.json")
 PARTIAL = example("asset-inquiry-response", "partial-account-and-building-found.json")
-
-
-@pytest.fixture(scope="module")
-def network(tmp_path_factory: pytest.TempPathFactory) -> NetworkLayout:
-    return init_network_dir(
-        tmp_path_factory.mktemp("net"), NODES, bus="memory", networks={"see-pcn": MEMBERS}
-    )
 
 
 def message(

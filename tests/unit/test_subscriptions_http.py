@@ -27,7 +27,7 @@ from exchange.audit.entries import AuditEntry
 from exchange.gateway import keys
 from exchange.gateway.api_models import CaseUpdateEvent, CaseUpdatePage
 from exchange.gateway.app import create_app
-from exchange.network import NetworkLayout, init_network_dir
+from exchange.network import NetworkLayout
 from exchange.subscriptions.client import stream_updates
 from exchange.subscriptions.http import CASE_UPDATES
 from exchange.subscriptions.sse import parse_events
@@ -37,6 +37,8 @@ MEMBERS = ["AL-ARO", "RS-PPO", "MD-ARO"]
 NETWORK = "see-pcn"
 CASE = "AL-2026-0042"
 EXCHANGE = str(Path(sys.executable).parent / "exchange")
+
+pytestmark = pytest.mark.network(nodes=NODES, networks={NETWORK: MEMBERS})
 
 
 def update(
@@ -60,13 +62,6 @@ def update(
             "summary": f"Case {case}: {event}.",
         },
     }
-
-
-@pytest.fixture(scope="module")
-def network(tmp_path_factory: pytest.TempPathFactory) -> NetworkLayout:
-    return init_network_dir(
-        tmp_path_factory.mktemp("net"), NODES, bus="memory", networks={NETWORK: MEMBERS}
-    )
 
 
 @dataclass
