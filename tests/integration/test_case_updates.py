@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 from networks import DemoNetworks
+from polling import dead_letters
 
 from exchange.crypto.signing import NodeSigner, encode_envelope
 from exchange.demo.runner import DemoNetwork
@@ -27,7 +28,7 @@ from exchange.gateway import keys
 from exchange.model.common import utc_now
 from exchange.model.envelope import Header
 from exchange.subscriptions.client import fetch_updates, poll_updates, stream_updates
-from exchange.transport.bus import ACK, Delivery, Outgoing, Verdict
+from exchange.transport.bus import Outgoing
 
 pytestmark = pytest.mark.integration
 
@@ -173,7 +174,7 @@ async def test_an_update_the_outsider_injects_on_the_broker_is_refused_by_every_
             await asyncio.sleep(0.05)
         assert [(e.event, e.code) for e in refusals] == [("rejected", "network.forbidden")]
         assert await held_by(net, member) == []
-    dead = await _drain(net.apps["RS-PPO"][keys.BUS], "RS-PPO")
+    dead = await dead_letters(net.apps["RS-PPO"][keys.BUS], "RS-PPO")
     assert [d.headers.get("x-xb-reason") for d in dead] == ["network.forbidden"]
 
 
@@ -219,20 +220,3 @@ async def test_decisions_and_findings_on_a_followed_case_become_automatic_update
         assert related["assets-identified"][0] == from_outsider["id"]
     assert opened in {i["id"] for i in got}
     assert await held_by(net, OUTSIDER) == []
-
-
-async def _drain(bus: Any, node: str) -> list[Delivery]:
-    got: list[Delivery] = []
-
-    async def handler(delivery: Delivery) -> Verdict:
-        got.append(delivery)
-        return ACK
-
-    handle = await bus.consume(bus.topology.dead_queue(node), handler, prefetch=10)
-    for _ in range(100):
-        if got:
-            break
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.2)
-    await handle.cancel()
-    return got
