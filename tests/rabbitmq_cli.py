@@ -15,8 +15,11 @@ import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from exchange.transport.topology import Topology
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -49,13 +52,22 @@ def rabbitmqctl(
     return done.stdout.decode(errors="replace")
 
 
-def user_url(user: str, password: str, vhost: str) -> str:
-    """The shared broker's URL (EXCHANGE_AMQP_URL's host and port) for `user` in `vhost`."""
-    base = urllib.parse.urlsplit(os.environ.get("EXCHANGE_AMQP_URL", DEFAULT_AMQP_URL))
-    netloc = f"{user}:{password}@{base.hostname or '127.0.0.1'}:{base.port or 5672}"
-    return urllib.parse.urlunsplit(
-        (base.scheme, netloc, "/" + urllib.parse.quote(vhost, safe=""), "", "")
-    )
+@dataclass(frozen=True, kw_only=True)
+class ImportedVhost:
+    """A virtual host of the shared broker, imported with `imported_definitions`, whose
+    users share one password. A module adds its users' names as fields."""
+
+    vhost: str
+    topology: Topology
+    password: str
+
+    def url(self, user: str) -> str:
+        """The shared broker's URL (EXCHANGE_AMQP_URL's host and port) for `user`."""
+        base = urllib.parse.urlsplit(os.environ.get("EXCHANGE_AMQP_URL", DEFAULT_AMQP_URL))
+        netloc = f"{user}:{self.password}@{base.hostname or '127.0.0.1'}:{base.port or 5672}"
+        return urllib.parse.urlunsplit(
+            (base.scheme, netloc, "/" + urllib.parse.quote(self.vhost, safe=""), "", "")
+        )
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import aio_pika
 import aiormq
 import pytest
-from rabbitmq_cli import imported_definitions, user_url
+from rabbitmq_cli import ImportedVhost, imported_definitions
 
 from exchange.transport.amqp import AmqpBus
 from exchange.transport.bus import ACK, ConsumeError, Delivery, Outgoing, PublishError, Verdict
@@ -30,25 +30,27 @@ PCN = "see-pcn"  # members: al, rs, md
 PAIR = "md-rs"  # members: md, rs
 
 
-@dataclass(frozen=True)
-class Broker:
-    vhost: str
-    topology: Topology
+@dataclass(frozen=True, kw_only=True)
+class Broker(ImportedVhost):
     al: str
     rs: str
     md: str
     kz: str  # in no network
-    password: str
-
-    def url(self, user: str) -> str:
-        return user_url(user, self.password, self.vhost)
 
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[Broker]:
     tag = secrets.token_hex(4).upper()
     al, rs, md, kz = (f"{cc}-W{tag}" for cc in ("AL", "RS", "MD", "KZ"))
-    b = Broker(f"xbwall-{tag.lower()}", Topology(), al, rs, md, kz, secrets.token_urlsafe(16))
+    b = Broker(
+        vhost=f"xbwall-{tag.lower()}",
+        topology=Topology(),
+        password=secrets.token_urlsafe(16),
+        al=al,
+        rs=rs,
+        md=md,
+        kz=kz,
+    )
     users = [al, rs, md, kz]
     definitions = b.topology.render_definitions(
         b.vhost,

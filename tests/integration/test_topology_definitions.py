@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import aio_pika
 import aiormq
 import pytest
-from rabbitmq_cli import imported_definitions, user_url
+from rabbitmq_cli import ImportedVhost, imported_definitions
 
 from exchange.transport.amqp import AmqpBus
 from exchange.transport.bus import ACK, ConsumeError, Delivery, Outgoing, PublishError, Verdict
@@ -25,18 +25,12 @@ from exchange.transport.topology import Topology
 NETWORK = "see-arn"
 
 
-@dataclass(frozen=True)
-class Broker:
-    vhost: str
-    topology: Topology
+@dataclass(frozen=True, kw_only=True)
+class Broker(ImportedVhost):
     a: str  # member of NETWORK
     b: str  # member of NETWORK
     c: str  # in no network
     auditor: str
-    password: str
-
-    def url(self, user: str) -> str:
-        return user_url(user, self.password, self.vhost)
 
 
 @pytest.fixture(scope="module")
