@@ -27,9 +27,9 @@ from aiohttp.test_utils import TestClient
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hostile_corpus import Case, apply_edits, body_bytes, example_payload, get, put
+from hostile_corpus import Case, apply_edits, body_bytes, get, put
 from hostile_node import audit_since, snapshot
-from http_helpers import auth_headers
+from http_helpers import auth_headers, example_payload
 
 from exchange.crypto.canonical import parse_json
 from exchange.crypto.pki import (

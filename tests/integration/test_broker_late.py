@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from http_helpers import submission
 from networks import NetworkFactory
 from tcp_relay import TcpRelay, free_port
 
-from exchange.demo.runner import CASE, DemoNetwork, free_base_port, load_payload
+from exchange.demo.runner import DemoNetwork, free_base_port, load_payload
 from exchange.gateway.app import create_app
 
 pytestmark = pytest.mark.integration
@@ -70,14 +71,7 @@ async def test_a_node_started_without_a_broker_accepts_and_delivers_once_it_appe
         assert problem["code"] == "service.unavailable"
         assert problem["checks"] == {"broker": False, "store": True}
 
-    body = {
-        "type": "asset-inquiry",
-        "recipients": ["RS-PPO"],
-        "case": CASE,
-        "priority": "urgent",
-        "handling": {"tlp": "AMBER", "code": "H2"},
-        "payload": load_payload("01-asset-inquiry.json"),
-    }
+    body = submission(payload=load_payload("01-asset-inquiry.json"))
     status, accepted = await network.call("AL-ARO", "POST", "/v1/messages", body)
     assert status == 202, accepted
     status, view = await network.call("AL-ARO", "GET", f"/v1/messages/{accepted['id']}")

@@ -11,14 +11,13 @@ case become automatic updates, emitted once by one node.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from http_helpers import example_payload, submission
 from networks import DemoNetworks
 from polling import dead_letters
 
@@ -36,7 +35,6 @@ MEMBERS = ("AL-ARO", "RS-PPO", "MD-ARO")
 OUTSIDER = "KZ-ARC"
 NETWORK = "see-pcn"
 CASE = "AL-2026-0042"
-EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
 
 
 @pytest.fixture
@@ -47,14 +45,13 @@ async def net(demo_networks: DemoNetworks) -> AsyncIterator[DemoNetwork]:
 
 
 def update(sender: str, event: str, summary: str, case: str = CASE) -> dict[str, Any]:
-    return {
-        "type": "case-update",
-        "recipients": [m for m in MEMBERS if m != sender],
-        "case": case,
-        "priority": "normal",
-        "handling": {"tlp": "AMBER", "code": "H2"},
-        "payload": {"case": case, "network": NETWORK, "event": event, "summary": summary},
-    }
+    return submission(
+        "case-update",
+        [m for m in MEMBERS if m != sender],
+        case=case,
+        priority="normal",
+        payload={"case": case, "network": NETWORK, "event": event, "summary": summary},
+    )
 
 
 async def publish(net: DemoNetwork, sender: str, event: str, summary: str) -> str:
@@ -178,31 +175,24 @@ async def test_an_update_the_outsider_injects_on_the_broker_is_refused_by_every_
     assert [d.headers.get("x-xb-reason") for d in dead] == ["network.forbidden"]
 
 
-def _example(kind: str, name: str) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads((EXAMPLES / kind / "valid" / name).read_text("utf-8"))
-    return doc
-
-
 async def test_decisions_and_findings_on_a_followed_case_become_automatic_updates(
     net: DemoNetwork,
 ) -> None:
     opened = await publish(net, "AL-ARO", "opened", "Tirana opened the case for the network.")
     for member in MEMBERS:  # every member now knows the network follows the case
         assert len(await updates_of(net, member, 1)) == 1
-    decision = {
-        "type": "freeze-decision",
-        "recipients": ["AL-ARO"],
-        "case": CASE,
-        "priority": "normal",
-        "handling": {"tlp": "AMBER", "code": "H2"},
-        "payload": _example("freeze-decision", "executed-two-accounts-apartment.json"),
-    }
+    decision = submission(
+        "freeze-decision",
+        ["AL-ARO"],
+        priority="normal",
+        payload=example_payload("freeze-decision", "executed-two-accounts-apartment"),
+    )
     status, answer = await net.call("RS-PPO", "POST", "/v1/messages", decision)
     assert status == 202, answer
     findings = {
         **decision,
         "type": "asset-inquiry-response",
-        "payload": _example("asset-inquiry-response", "partial-account-and-building-found.json"),
+        "payload": example_payload("asset-inquiry-response", "partial-account-and-building-found"),
     }
     status, from_outsider = await net.call(OUTSIDER, "POST", "/v1/messages", findings)
     assert status == 202, from_outsider

@@ -17,6 +17,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from http_helpers import submission
 from networks import DemoNetworks
 
 from exchange.demo.runner import DemoNetwork
@@ -99,14 +100,13 @@ async def test_each_update_reaches_the_webhooks_signed_retried_and_given_up_audi
     receiver, _ = target
     sent = []
     for i in range(3):
-        body: dict[str, Any] = {
-            "type": "case-update",
-            "recipients": ["RS-PPO", "MD-ARO"],
-            "case": CASE,
-            "priority": "normal",
-            "handling": {"tlp": "AMBER", "code": "H2"},
-            "payload": {"case": CASE, "network": NETWORK, "event": "note", "summary": f"#{i}"},
-        }
+        body = submission(
+            "case-update",
+            ["RS-PPO", "MD-ARO"],
+            case=CASE,
+            priority="normal",
+            payload={"case": CASE, "network": NETWORK, "event": "note", "summary": f"#{i}"},
+        )
         status, answer = await net.call("AL-ARO", "POST", "/v1/messages", body)
         assert status == 202
         sent.append(answer["id"])

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from http_helpers import submission
 from polling import dead_letters
 
 from exchange.audit import merkle
@@ -51,15 +52,8 @@ async def _deliver(network: DemoNetwork, sender: str, body: dict[str, Any]) -> d
 def _send_body(
     type_: str, recipients: list[str], payload_file: str, **extra: Any
 ) -> dict[str, Any]:
-    return {
-        "type": type_,
-        "recipients": recipients,
-        "case": CASE,
-        "priority": extra.pop("priority", "normal"),
-        "handling": {"tlp": "AMBER", "code": "H2"},
-        "payload": load_payload(payload_file),
-        **extra,
-    }
+    extra.setdefault("priority", "normal")
+    return submission(type_, recipients, payload=load_payload(payload_file), **extra)
 
 
 async def test_every_step_of_the_case_is_delivered_with_verified_receipts(

@@ -34,7 +34,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from http_helpers import auth_headers, bearer
+from http_helpers import auth_headers, bearer, submission
 from private_broker import PrivateBroker, free_port
 
 from exchange.config import NodeConfig
@@ -47,7 +47,7 @@ from exchange.crypto.pki import (
     load_private_key,
 )
 from exchange.crypto.verify import TrustStore
-from exchange.demo.runner import CASE, load_payload
+from exchange.demo.runner import load_payload
 from exchange.errors import VerificationError
 from exchange.gateway.app import build_bus, create_app
 from exchange.network import NetworkLayout, init_network_dir
@@ -439,14 +439,7 @@ async def test_two_gateways_exchange_a_request_and_its_receipt_over_the_tls_brok
             await client.start_server()
             clients[node] = client
         headers = auth_headers(tls_network.layout, "AL-ARO")
-        body = {
-            "type": "asset-inquiry",
-            "recipients": ["RS-PPO"],
-            "case": CASE,
-            "priority": "normal",
-            "handling": {"tlp": "AMBER", "code": "H2"},
-            "payload": load_payload("01-asset-inquiry.json"),
-        }
+        body = submission(priority="normal", payload=load_payload("01-asset-inquiry.json"))
         response = await clients["AL-ARO"].post("/v1/messages", json=body, headers=headers)
         assert response.status == 202, await response.text()
         message_id = (await response.json())["id"]

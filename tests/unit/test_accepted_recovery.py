@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from http_helpers import auth_headers
+from http_helpers import auth_headers, submission
 
 from exchange.audit.entries import AuditEvent
 from exchange.gateway import keys
@@ -17,21 +17,7 @@ from exchange.gateway.app import create_app
 from exchange.gateway.submit import check_payload, parse_submission, sign_submission
 from exchange.network import NetworkLayout
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "schemas/examples/asset-inquiry/valid"
-
 pytestmark = pytest.mark.network(nodes=["AL-ARO", "RS-PPO"])
-
-
-def submission_body() -> dict[str, object]:
-    payload = orjson.loads(sorted(EXAMPLE.glob("*.json"))[0].read_bytes())
-    return {
-        "type": "asset-inquiry",
-        "recipients": ["RS-PPO"],
-        "case": "AL-2026-0042",
-        "priority": "urgent",
-        "handling": {"tlp": "AMBER", "code": "H2"},
-        "payload": payload,
-    }
 
 
 async def test_a_message_stored_but_not_audited_is_audited_once_at_the_next_start(
@@ -42,13 +28,13 @@ async def test_a_message_stored_but_not_audited_is_audited_once_at_the_next_star
     async with TestClient(TestServer(app)) as client:
         answered = await client.post(
             "/v1/messages",
-            json=submission_body(),
+            json=submission(),
             headers=auth_headers(network, "AL-ARO"),
         )
         assert answered.status == 202
         normal = (await answered.json())["id"]
         # The crash: the store has committed the message, the audit append never ran.
-        request = parse_submission(submission_body())
+        request = parse_submission(submission())
         signed = sign_submission(
             request,
             check_payload(request),

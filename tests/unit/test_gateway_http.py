@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
+import http_helpers
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from http_helpers import bearer
+from http_helpers import bearer, example_payload
 from openapi_spec_validator import validate as validate_openapi
 
 from exchange.audit.entries import AuditEntry
@@ -34,28 +35,10 @@ from exchange.gateway.routes import ROUTES
 from exchange.model.common import utc_now
 from exchange.network import NetworkLayout
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
-
-
-def example_payload(message_type: str) -> dict[str, Any]:
-    """A valid payload of `message_type`, from the shared schema examples."""
-    files = sorted((EXAMPLES / message_type / "valid").glob("*.json"))
-    assert files, f"no valid example for {message_type}"
-    payload: dict[str, Any] = json.loads(files[0].read_text(encoding="utf-8"))
-    return payload
-
 
 def submission(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "type": "asset-inquiry",
-        "recipients": ["RS-PPO", "MD-ARO"],
-        "case": "AL-2026-0042",
-        "priority": "urgent",
-        "handling": {"tlp": "AMBER", "code": "H2"},
-        "payload": example_payload("asset-inquiry"),
-    }
-    body.update(overrides)
-    return body
+    """An urgent asset inquiry to RS-PPO and MD-ARO, with `overrides` in its body."""
+    return http_helpers.submission(**{"recipients": ["RS-PPO", "MD-ARO"], **overrides})
 
 
 @dataclass

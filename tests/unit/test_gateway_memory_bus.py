@@ -7,23 +7,19 @@ from AL-ARO's outbox to RS-PPO's inbox and the signed receipt comes back as `del
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from http_helpers import auth_headers
+from http_helpers import auth_headers, submission
 from networks import NetworkFactory
 
 from exchange.gateway.app import create_app
 from exchange.network import NetworkLayout
 from exchange.transport.memory import MemoryBroker, MemoryBus
 from exchange.transport.topology import Topology
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
 
 Clients = dict[str, TestClient[web.Request, web.Application]]
 
@@ -69,17 +65,7 @@ async def test_a_message_is_delivered_and_its_receipt_comes_back(
     network, clients = nodes
     for client in clients.values():
         assert (await client.get("/readyz")).status == 200
-    payload = json.loads(
-        sorted((EXAMPLES / "asset-inquiry" / "valid").glob("*.json"))[0].read_text()
-    )
-    body = {
-        "type": "asset-inquiry",
-        "recipients": ["RS-PPO"],
-        "case": "AL-2026-0042",
-        "priority": "urgent",
-        "handling": {"tlp": "AMBER", "code": "H2"},
-        "payload": payload,
-    }
+    body = submission()
     sender = auth_headers(network, "AL-ARO")
     response = await clients["AL-ARO"].post("/v1/messages", json=body, headers=sender)
     assert response.status == 202

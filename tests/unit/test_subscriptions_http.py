@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from http_helpers import bearer
+from http_helpers import bearer, submission
 
 from exchange.audit.entries import AuditEntry
 from exchange.gateway import keys
@@ -49,19 +49,18 @@ def update(
     recipients: list[str] | None = None,
     payload_case: str | None = None,
 ) -> dict[str, Any]:
-    return {
-        "type": "case-update",
-        "recipients": recipients if recipients is not None else ["RS-PPO", "MD-ARO"],
-        "case": case,
-        "priority": "normal",
-        "handling": {"tlp": "AMBER", "code": "H2"},
-        "payload": {
+    return submission(
+        "case-update",
+        recipients if recipients is not None else ["RS-PPO", "MD-ARO"],
+        case=case,
+        priority="normal",
+        payload={
             "case": payload_case or case,
             "network": network,
             "event": event,
             "summary": f"Case {case}: {event}.",
         },
-    }
+    )
 
 
 @dataclass
