@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from rabbitmq_cli import rabbitmqctl
+
 BROKER_START_SECONDS = 30.0
 # Ports a local RabbitMQ or its CLI tools use by default: never pick them.
 _RESERVED_PORTS = frozenset({4369, 5671, 5672, 15671, 15672, 15692, 25672, *range(35672, 35683)})
@@ -201,20 +203,14 @@ class PrivateBroker:
         return self._env(server=False)
 
     def ctl(self, *args: str, timeout: float = 60.0) -> str:
-        """`rabbitmqctl -q -n NODE ARGS`; raises with its output when it fails."""
-        done = subprocess.run(
-            [str(self.sbin / "rabbitmqctl"), "-q", "-n", self.nodename, *args],
-            env=self._env(server=False),
-            capture_output=True,
+        """`rabbitmqctl -q -n NODE ARGS`; raises RabbitmqctlError with its output when it fails."""
+        return rabbitmqctl(
+            *args,
+            node=self.nodename,
+            executable=str(self.sbin / "rabbitmqctl"),
+            env=self.ctl_env,
             timeout=timeout,
-            check=False,
         )
-        if done.returncode != 0:
-            raise RuntimeError(
-                f"rabbitmqctl {' '.join(args)} failed ({done.returncode}): "
-                f"{done.stdout.decode(errors='replace')}{done.stderr.decode(errors='replace')}"
-            )
-        return done.stdout.decode(errors="replace")
 
     # -- the node process ----------------------------------------------------------------
 

@@ -19,9 +19,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fault_harness import FaultNetwork
+from networks import NetworkFactory
 from private_broker import PrivateBroker, free_base_port
-
-from exchange.network import init_network_dir
 
 NODES = ("AL-ARO", "RS-PPO", "MD-ARO")
 
@@ -48,11 +47,13 @@ def broker() -> Iterator[PrivateBroker]:
 
 
 @pytest.fixture
-async def network(broker: PrivateBroker, tmp_path: Path) -> AsyncIterator[FaultNetwork]:
+async def network(
+    broker: PrivateBroker, make_network: NetworkFactory, tmp_path: Path
+) -> AsyncIterator[FaultNetwork]:
     """AL-ARO, RS-PPO and MD-ARO on the private broker; no node is started yet."""
-    layout = init_network_dir(
-        tmp_path / "net",
+    layout = make_network(
         NODES,
+        bus="amqp",
         amqp_url=broker.url,
         base_port=free_base_port(len(NODES)),
         prefix=f"f{uuid.uuid4().hex[:10]}",

@@ -20,9 +20,10 @@ from typing import IO, Any
 
 import aiohttp
 import orjson
+from http_helpers import auth_headers, submission
 from private_broker import tail as _tail
 
-from exchange.demo.runner import CASE, load_payload
+from exchange.demo.runner import load_payload
 from exchange.network import NetworkLayout
 
 NODE_START_SECONDS = 30.0
@@ -183,8 +184,7 @@ class FaultNetwork:
     # -- HTTP ----------------------------------------------------------------------------
 
     def _headers(self, node_id: str) -> dict[str, str]:
-        token = self.layout.nodes[node_id].token("contact-point")
-        return {"Authorization": f"Bearer {token}"}
+        return auth_headers(self.layout, node_id)
 
     async def call(self, node_id: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         headers = self._headers(node_id)
@@ -198,14 +198,7 @@ class FaultNetwork:
 
     async def send_inquiry(self, sender: str, recipients: Sequence[str]) -> Sent:
         """POST an asset inquiry; any answer (or none) is recorded, never raised."""
-        body = {
-            "type": "asset-inquiry",
-            "recipients": list(recipients),
-            "case": CASE,
-            "priority": "normal",
-            "handling": {"tlp": "AMBER", "code": "H2"},
-            "payload": _INQUIRY,
-        }
+        body = submission(recipients=recipients, priority="normal", payload=_INQUIRY)
         at = time.monotonic()
         try:
             status, doc = await self.call(sender, "POST", "/v1/messages", body)

@@ -27,8 +27,9 @@ from aiohttp.test_utils import TestClient
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hostile_corpus import Case, apply_edits, body_bytes, example_payload, get, put
+from hostile_corpus import Case, apply_edits, body_bytes, get, put
 from hostile_node import audit_since, snapshot
+from http_helpers import auth_headers, example_payload
 
 from exchange.crypto.canonical import parse_json
 from exchange.crypto.pki import (
@@ -298,9 +299,9 @@ class BrokerTarget:
 
     async def case_updates(self) -> int:
         """How many case updates the node holds, as its API lists them (read by the admin)."""
-        token = self.network.nodes[RECEIVER].tokens["admin"]
         response = await self.client.get(
-            "/v1/subscriptions/events?limit=500", headers={"Authorization": f"Bearer {token}"}
+            "/v1/subscriptions/events?limit=500",
+            headers=auth_headers(self.network, RECEIVER, "admin"),
         )
         assert response.status == 200, await response.text()
         return len((await response.json())["items"])
@@ -325,11 +326,10 @@ async def _setup(target: BrokerTarget, case: Case, now: datetime) -> dict[str, s
         assert after.counts["inbox"] == before.counts["inbox"] + 1, "the setup was not accepted"
         refs["first_id"] = str(first.header["id"])
     if "send_first" in setup:
-        token = target.network.nodes[RECEIVER].tokens["contact-point"]
         response = await target.client.post(
             "/v1/messages",
             json=_with_examples(setup["send_first"]),
-            headers={"Authorization": f"Bearer {token}"},
+            headers=auth_headers(target.network, RECEIVER),
         )
         assert response.status == 202, await response.text()
         refs["sent_id"] = (await response.json())["id"]

@@ -18,8 +18,6 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 CASES_DIR = HERE / "cases"
-REPO = HERE.parents[1]
-EXAMPLES = REPO / "schemas" / "examples"
 
 _SENTINEL = "\u0000raw-{}\u0000"
 
@@ -57,16 +55,6 @@ def load_cases(kind: str) -> list[Case]:
             )
         )
     return cases
-
-
-def example_payload(message_type: str, name: str | None = None) -> dict[str, Any]:
-    """A valid payload of `message_type` from the shared schema examples (the first, or `name`)."""
-    folder = EXAMPLES / message_type / "valid"
-    files = sorted(folder.glob("*.json"))
-    if name is not None:
-        files = [folder / f"{name}.json"]
-    payload: dict[str, Any] = json.loads(files[0].read_text(encoding="utf-8"))
-    return payload
 
 
 # --- bodies -----------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from hostile_corpus import Case, body_bytes, example_payload
+from hostile_corpus import Case, body_bytes
 from hostile_node import audit_since, snapshot
+from http_helpers import submission
 from yarl import URL
 
 from exchange.errors import ERROR_TABLE
@@ -29,14 +30,7 @@ ROLES = ("contact-point", "auditor", "subscriber", "admin")
 
 def valid_submission(message_type: str = "asset-inquiry") -> dict[str, Any]:
     """A request body the gateway accepts: the base that HTTP cases edit."""
-    return {
-        "type": message_type,
-        "recipients": ["RS-PPO"],
-        "case": "AL-2026-0042",
-        "priority": "urgent",
-        "handling": {"tlp": "AMBER", "code": "H2"},
-        "payload": example_payload(message_type),
-    }
+    return submission(message_type)
 
 
 @dataclass

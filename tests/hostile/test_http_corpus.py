@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from hostile_corpus import Case, load_cases
 from hostile_http import NODE, HttpTarget, run_http_case, valid_submission
 from hostile_node import store_counts
+from http_helpers import auth_headers
 
 from exchange.gateway.app import create_app
 from exchange.network import init_network_dir
@@ -53,7 +54,6 @@ async def test_hostile_http_case_is_refused_audited_and_changes_nothing(
 async def test_the_bodies_that_cases_edit_are_accepted_as_they_are(tmp_path: Path) -> None:
     """So each refusal above is due to the case's own change, not to a broken base."""
     async with open_target(tmp_path) as fresh:
-        token = fresh.network.nodes[NODE].tokens["contact-point"]
         types = {c.doc["request"].get("submission_type", "asset-inquiry") for c in HTTP_CASES}
         types.discard(
             "case-update"
@@ -62,7 +62,7 @@ async def test_the_bodies_that_cases_edit_are_accepted_as_they_are(tmp_path: Pat
             response = await fresh.client.post(
                 "/v1/messages",
                 json=valid_submission(message_type),
-                headers={"Authorization": f"Bearer {token}"},
+                headers=auth_headers(fresh.network, NODE),
             )
             assert response.status == 202, await response.text()
         counts = await store_counts(fresh.app)

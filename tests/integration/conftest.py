@@ -1,39 +1,32 @@
-"""Shared fixtures of the integration tests."""
+"""Shared fixtures of the integration tests: networks of nodes running in this process, on
+the in-memory bus and on the real RabbitMQ alike."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
+from networks import DemoNetworks, NetworkFactory
 
-from exchange.demo.runner import NODES, PROSECUTOR_NETWORK, DemoNetwork, free_base_port
-from exchange.network import init_network_dir
-from exchange.transport.memory import MemoryBus
-from exchange.transport.topology import Topology
+from exchange.demo.runner import NODES, PROSECUTOR_NETWORK, DemoNetwork
 
 
 @pytest.fixture(params=["memory", "amqp"])
-async def network(
-    request: pytest.FixtureRequest, tmp_path: Path, prefix: str
-) -> AsyncIterator[DemoNetwork]:
-    """The demo's three nodes in this process, members of its prosecutor network, on the
-    in-memory bus and on the real RabbitMQ (a module may define its own `network`)."""
+def demo_networks(
+    request: pytest.FixtureRequest, make_network: NetworkFactory, prefix: str
+) -> DemoNetworks:
+    """Makes and starts this test's networks of nodes: a test taking it runs twice, on the
+    in-memory bus and on the real RabbitMQ (the session's virtual host)."""
     kind = request.param
     url = request.getfixturevalue("amqp_url") if kind == "amqp" else "amqp://unused/"
-    layout = init_network_dir(
-        tmp_path / "net",
-        NODES,
-        amqp_url=url,
-        base_port=free_base_port(len(NODES)),
-        bus=kind,
-        prefix=prefix,
-        networks={PROSECUTOR_NETWORK: NODES},
-    )
-    shared = MemoryBus(Topology(prefix)) if kind == "memory" else None
-    net = DemoNetwork(layout, shared)
-    await net.start()
-    try:
+    return DemoNetworks(kind, url, prefix, make_network)
+
+
+@pytest.fixture
+async def network(demo_networks: DemoNetworks) -> AsyncIterator[DemoNetwork]:
+    """The demo's three nodes in this process, members of its prosecutor network, on the
+    in-memory bus and on the real RabbitMQ. A module that needs other nodes or networks
+    makes them with `demo_networks`."""
+    layout = demo_networks.layout(NODES, networks={PROSECUTOR_NETWORK: NODES})
+    async with demo_networks.running(layout) as net:
         yield net
-    finally:
-        await net.stop()

@@ -7,12 +7,12 @@ a broker restart looks like to the client, without disturbing anyone else on the
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 from polling import eventually
+from rabbitmq_cli import rabbitmqctl
 
 from exchange.transport.amqp import AmqpBus
 from exchange.transport.bus import ACK, Delivery, Outgoing, PublishError, Verdict
@@ -33,13 +33,7 @@ async def bus(amqp_url: str, prefix: str) -> AsyncIterator[AmqpBus]:
 
 
 def connection_pid(connection_name: str) -> str:
-    listing = subprocess.run(
-        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    ).stdout
+    listing = rabbitmqctl("list_connections", "pid", "client_properties", timeout=30)
     pids = [
         line.split("\t", 1)[0]
         for line in listing.splitlines()
@@ -49,14 +43,12 @@ def connection_pid(connection_name: str) -> str:
     return pids[0]
 
 
+def close_connection(pid: str) -> None:
+    rabbitmqctl("close_connection", pid, "test: simulated broker restart", timeout=30)
+
+
 def drop_connection(connection_name: str) -> None:
-    pid = connection_pid(connection_name)
-    subprocess.run(
-        ["rabbitmqctl", "-q", "close_connection", pid, "test: simulated broker restart"],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
+    close_connection(connection_pid(connection_name))
 
 
 def message(bus: AmqpBus) -> Outgoing:
@@ -95,12 +87,7 @@ async def test_publishes_in_flight_when_the_connection_drops_fail_and_none_is_lo
     pid = connection_pid(f"exchange {bus.node_id}")
     batch = [message(bus) for _ in range(5000)]
     publishing = asyncio.create_task(bus.publish_many(batch))
-    await asyncio.to_thread(
-        subprocess.run,
-        ["rabbitmqctl", "-q", "close_connection", pid, "test: simulated broker restart"],
-        check=True,
-        timeout=30,
-    )
+    await asyncio.to_thread(close_connection, pid)
     async with asyncio.timeout(30):
         results = await publishing
     failed = [m for m, r in zip(batch, results, strict=True) if r is not None]

@@ -13,16 +13,16 @@ import asyncio
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
+from http_helpers import submission
+from networks import NetworkFactory
 from tcp_relay import TcpRelay, free_port
 
-from exchange.demo.runner import CASE, DemoNetwork, free_base_port, load_payload
+from exchange.demo.runner import DemoNetwork, free_base_port, load_payload
 from exchange.gateway.app import create_app
-from exchange.network import init_network_dir
 
 pytestmark = pytest.mark.integration
 
@@ -31,14 +31,14 @@ NODES = ("AL-ARO", "RS-PPO")
 
 @pytest.fixture
 async def late(
-    amqp_url: str, tmp_path: Path, prefix: str
+    amqp_url: str, make_network: NetworkFactory, prefix: str
 ) -> AsyncIterator[tuple[DemoNetwork, TcpRelay]]:
     real = urllib.parse.urlsplit(amqp_url)
     relay = TcpRelay(free_port(), (real.hostname or "127.0.0.1", real.port or 5672))
     netloc = f"{real.username}:{real.password}@127.0.0.1:{relay.port}"
-    layout = init_network_dir(
-        tmp_path / "net",
+    layout = make_network(
         NODES,
+        bus="amqp",
         amqp_url=urllib.parse.urlunsplit(real._replace(netloc=netloc)),
         base_port=free_base_port(len(NODES)),
         prefix=prefix,
@@ -71,14 +71,7 @@ async def test_a_node_started_without_a_broker_accepts_and_delivers_once_it_appe
         assert problem["code"] == "service.unavailable"
         assert problem["checks"] == {"broker": False, "store": True}
 
-    body = {
-        "type": "asset-inquiry",
-        "recipients": ["RS-PPO"],
-        "case": CASE,
-        "priority": "urgent",
-        "handling": {"tlp": "AMBER", "code": "H2"},
-        "payload": load_payload("01-asset-inquiry.json"),
-    }
+    body = submission(payload=load_payload("01-asset-inquiry.json"))
     status, accepted = await network.call("AL-ARO", "POST", "/v1/messages", body)
     assert status == 202, accepted
     status, view = await network.call("AL-ARO", "GET", f"/v1/messages/{accepted['id']}")

@@ -11,25 +11,23 @@ case become automatic updates, emitted once by one node.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from http_helpers import example_payload, submission
+from networks import DemoNetworks
+from polling import dead_letters
 
 from exchange.crypto.signing import NodeSigner, encode_envelope
-from exchange.demo.runner import DemoNetwork, free_base_port
+from exchange.demo.runner import DemoNetwork
 from exchange.gateway import keys
 from exchange.model.common import utc_now
 from exchange.model.envelope import Header
-from exchange.network import init_network_dir
 from exchange.subscriptions.client import fetch_updates, poll_updates, stream_updates
-from exchange.transport.bus import ACK, Delivery, Outgoing, Verdict
-from exchange.transport.memory import MemoryBus
-from exchange.transport.topology import Topology
+from exchange.transport.bus import Outgoing
 
 pytestmark = pytest.mark.integration
 
@@ -37,42 +35,23 @@ MEMBERS = ("AL-ARO", "RS-PPO", "MD-ARO")
 OUTSIDER = "KZ-ARC"
 NETWORK = "see-pcn"
 CASE = "AL-2026-0042"
-EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
 
 
-@pytest.fixture(params=["memory", "amqp"])
-async def net(
-    request: pytest.FixtureRequest, tmp_path: Path, prefix: str
-) -> AsyncIterator[DemoNetwork]:
-    kind = request.param
-    url = request.getfixturevalue("amqp_url") if kind == "amqp" else "amqp://unused/"
-    layout = init_network_dir(
-        tmp_path / "net",
-        [*MEMBERS, OUTSIDER],
-        amqp_url=url,
-        base_port=free_base_port(4),
-        bus=kind,
-        prefix=prefix,
-        networks={NETWORK: MEMBERS},
-    )
-    shared = MemoryBus(Topology(prefix)) if kind == "memory" else None
-    network = DemoNetwork(layout, shared)
-    await network.start()
-    try:
+@pytest.fixture
+async def net(demo_networks: DemoNetworks) -> AsyncIterator[DemoNetwork]:
+    layout = demo_networks.layout([*MEMBERS, OUTSIDER], networks={NETWORK: MEMBERS})
+    async with demo_networks.running(layout) as network:
         yield network
-    finally:
-        await network.stop()
 
 
 def update(sender: str, event: str, summary: str, case: str = CASE) -> dict[str, Any]:
-    return {
-        "type": "case-update",
-        "recipients": [m for m in MEMBERS if m != sender],
-        "case": case,
-        "priority": "normal",
-        "handling": {"tlp": "AMBER", "code": "H2"},
-        "payload": {"case": case, "network": NETWORK, "event": event, "summary": summary},
-    }
+    return submission(
+        "case-update",
+        [m for m in MEMBERS if m != sender],
+        case=case,
+        priority="normal",
+        payload={"case": case, "network": NETWORK, "event": event, "summary": summary},
+    )
 
 
 async def publish(net: DemoNetwork, sender: str, event: str, summary: str) -> str:
@@ -192,13 +171,8 @@ async def test_an_update_the_outsider_injects_on_the_broker_is_refused_by_every_
             await asyncio.sleep(0.05)
         assert [(e.event, e.code) for e in refusals] == [("rejected", "network.forbidden")]
         assert await held_by(net, member) == []
-    dead = await _drain(net.apps["RS-PPO"][keys.BUS], "RS-PPO")
+    dead = await dead_letters(net.apps["RS-PPO"][keys.BUS], "RS-PPO")
     assert [d.headers.get("x-xb-reason") for d in dead] == ["network.forbidden"]
-
-
-def _example(kind: str, name: str) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads((EXAMPLES / kind / "valid" / name).read_text("utf-8"))
-    return doc
 
 
 async def test_decisions_and_findings_on_a_followed_case_become_automatic_updates(
@@ -207,20 +181,18 @@ async def test_decisions_and_findings_on_a_followed_case_become_automatic_update
     opened = await publish(net, "AL-ARO", "opened", "Tirana opened the case for the network.")
     for member in MEMBERS:  # every member now knows the network follows the case
         assert len(await updates_of(net, member, 1)) == 1
-    decision = {
-        "type": "freeze-decision",
-        "recipients": ["AL-ARO"],
-        "case": CASE,
-        "priority": "normal",
-        "handling": {"tlp": "AMBER", "code": "H2"},
-        "payload": _example("freeze-decision", "executed-two-accounts-apartment.json"),
-    }
+    decision = submission(
+        "freeze-decision",
+        ["AL-ARO"],
+        priority="normal",
+        payload=example_payload("freeze-decision", "executed-two-accounts-apartment"),
+    )
     status, answer = await net.call("RS-PPO", "POST", "/v1/messages", decision)
     assert status == 202, answer
     findings = {
         **decision,
         "type": "asset-inquiry-response",
-        "payload": _example("asset-inquiry-response", "partial-account-and-building-found.json"),
+        "payload": example_payload("asset-inquiry-response", "partial-account-and-building-found"),
     }
     status, from_outsider = await net.call(OUTSIDER, "POST", "/v1/messages", findings)
     assert status == 202, from_outsider
@@ -238,20 +210,3 @@ async def test_decisions_and_findings_on_a_followed_case_become_automatic_update
         assert related["assets-identified"][0] == from_outsider["id"]
     assert opened in {i["id"] for i in got}
     assert await held_by(net, OUTSIDER) == []
-
-
-async def _drain(bus: Any, node: str) -> list[Delivery]:
-    got: list[Delivery] = []
-
-    async def handler(delivery: Delivery) -> Verdict:
-        got.append(delivery)
-        return ACK
-
-    handle = await bus.consume(bus.topology.dead_queue(node), handler, prefetch=10)
-    for _ in range(100):
-        if got:
-            break
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.2)
-    await handle.cancel()
-    return got

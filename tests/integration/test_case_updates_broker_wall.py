@@ -10,21 +10,15 @@ not in. Users are global on a broker: names are unique per run and deleted after
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import secrets
-import subprocess
-import tempfile
-import time
-import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import aio_pika
 import aiormq
 import pytest
+from rabbitmq_cli import ImportedVhost, imported_definitions
 
 from exchange.transport.amqp import AmqpBus
 from exchange.transport.bus import ACK, ConsumeError, Delivery, Outgoing, PublishError, Verdict
@@ -34,38 +28,29 @@ pytestmark = pytest.mark.integration
 
 PCN = "see-pcn"  # members: al, rs, md
 PAIR = "md-rs"  # members: md, rs
-DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
-def rabbitmqctl(*args: str) -> str:
-    return subprocess.run(
-        ["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=60
-    ).stdout
-
-
-@dataclass(frozen=True)
-class Broker:
-    vhost: str
-    topology: Topology
+@dataclass(frozen=True, kw_only=True)
+class Broker(ImportedVhost):
     al: str
     rs: str
     md: str
     kz: str  # in no network
-    password: str
-
-    def url(self, user: str) -> str:
-        base = urllib.parse.urlsplit(os.environ.get("EXCHANGE_AMQP_URL", DEFAULT_AMQP_URL))
-        netloc = f"{user}:{self.password}@{base.hostname or '127.0.0.1'}:{base.port or 5672}"
-        return urllib.parse.urlunsplit(
-            (base.scheme, netloc, "/" + urllib.parse.quote(self.vhost, safe=""), "", "")
-        )
 
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[Broker]:
     tag = secrets.token_hex(4).upper()
     al, rs, md, kz = (f"{cc}-W{tag}" for cc in ("AL", "RS", "MD", "KZ"))
-    b = Broker(f"xbwall-{tag.lower()}", Topology(), al, rs, md, kz, secrets.token_urlsafe(16))
+    b = Broker(
+        vhost=f"xbwall-{tag.lower()}",
+        topology=Topology(),
+        password=secrets.token_urlsafe(16),
+        al=al,
+        rs=rs,
+        md=md,
+        kz=kz,
+    )
     users = [al, rs, md, kz]
     definitions = b.topology.render_definitions(
         b.vhost,
@@ -73,36 +58,8 @@ def broker() -> Iterator[Broker]:
         {PCN: [al, rs, md], PAIR: [md, rs]},
         passwords=dict.fromkeys(users, b.password),
     )
-    fd, name = tempfile.mkstemp(prefix="xb-definitions-", suffix=".json")
-    path = Path(name)
-    try:
-        with os.fdopen(fd, "w") as out:
-            json.dump(definitions, out)
-        path.chmod(0o644)  # rabbitmqctl reads it as the rabbitmq user
-        rabbitmqctl("import_definitions", str(path))
-        _wait_for_bindings(b.vhost, definitions["bindings"])
+    with imported_definitions(b.vhost, definitions, users):
         yield b
-    finally:
-        path.unlink(missing_ok=True)
-        for user in users:
-            subprocess.run(["rabbitmqctl", "-q", "delete_user", user], capture_output=True)
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", b.vhost], capture_output=True)
-
-
-def _wait_for_bindings(vhost: str, bindings: list[dict[str, str]]) -> None:
-    expected = {(x["source"], x["routing_key"], x["destination"]) for x in bindings}
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            listing = rabbitmqctl(
-                "list_bindings", "-p", vhost, "source_name", "routing_key", "destination_name"
-            )
-        except subprocess.CalledProcessError:
-            listing = ""
-        if expected <= {tuple(line.split("\t")) for line in listing.splitlines()}:
-            return
-        time.sleep(0.2)
-    raise AssertionError("the definitions were not imported within 30 s")
 
 
 @pytest.fixture

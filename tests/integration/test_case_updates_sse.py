@@ -13,20 +13,21 @@ import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from http_helpers import bearer
+from networks import NetworkFactory
 
 from exchange.crypto.canonical import sha256_hex
 from exchange.crypto.signing import NodeSigner, encode_envelope, signing_input
 from exchange.gateway.app import create_app
 from exchange.model.common import utc_now
 from exchange.model.envelope import Header
-from exchange.network import NetworkLayout, init_network_dir
+from exchange.network import NetworkLayout
 from exchange.storage.case_records import NewCaseEvent
 from exchange.subscriptions import feed
 from exchange.subscriptions.http import CASE_UPDATES
@@ -41,8 +42,10 @@ NETWORK = "see-pcn"
 
 
 @pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[tuple[NetworkLayout, TestServer, web.Application]]:
-    layout = init_network_dir(tmp_path / "net", MEMBERS, bus="memory", networks={NETWORK: MEMBERS})
+async def node(
+    make_network: NetworkFactory,
+) -> AsyncIterator[tuple[NetworkLayout, TestServer, web.Application]]:
+    layout = make_network(MEMBERS, networks={NETWORK: MEMBERS})
     app = create_app(layout.config("RS-PPO", environ={}), start_relay=False)
     server = TestServer(app)
     await server.start_server()
@@ -134,7 +137,7 @@ async def test_a_subscriber_cut_off_at_random_points_loses_and_repeats_nothing(
     async with aiohttp.ClientSession() as session:
         async with asyncio.timeout(120):
             while len(received) < len(wanted):
-                headers = {"Authorization": f"Bearer {token}"}
+                headers = bearer(token)
                 if last_event_id is not None:
                     headers["Last-Event-ID"] = last_event_id
                 connections += 1

@@ -11,20 +11,18 @@ import secrets
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from http_helpers import submission
+from networks import DemoNetworks
 
-from exchange.demo.runner import DemoNetwork, free_base_port
+from exchange.demo.runner import DemoNetwork
 from exchange.gateway import keys
-from exchange.network import init_network_dir
 from exchange.subscriptions.webhooks import EVENT_ID_HEADER, verify_signature
-from exchange.transport.memory import MemoryBus
-from exchange.transport.topology import Topology
 
 pytestmark = pytest.mark.integration
 
@@ -74,25 +72,12 @@ async def target() -> AsyncIterator[tuple[Target, TestServer]]:
     await server.close()
 
 
-@pytest.fixture(params=["memory", "amqp"])
+@pytest.fixture
 async def net(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    prefix: str,
-    target: tuple[Target, TestServer],
+    target: tuple[Target, TestServer], demo_networks: DemoNetworks
 ) -> AsyncIterator[DemoNetwork]:
     receiver, server = target
-    kind = request.param
-    url = request.getfixturevalue("amqp_url") if kind == "amqp" else "amqp://unused/"
-    layout = init_network_dir(
-        tmp_path / "net",
-        MEMBERS,
-        amqp_url=url,
-        base_port=free_base_port(3),
-        bus=kind,
-        prefix=prefix,
-        networks={NETWORK: MEMBERS},
-    )
+    layout = demo_networks.layout(MEMBERS, networks={NETWORK: MEMBERS})
     (layout.directory / "hook.secret").write_bytes(receiver.secret)
     (layout.directory / "wrong.secret").write_bytes(secrets.token_hex(32).encode())
     hooks = [("ok", "hook.secret", 3), ("flaky", "hook.secret", 5), ("down", "hook.secret", 3)]
@@ -105,13 +90,8 @@ async def net(
                 f'secret_path = "{secret}"\nmax_tries = {tries}\n'
                 "retry_min_seconds = 0.05\nretry_max_seconds = 0.2\ntimeout_seconds = 5\n"
             )
-    shared = MemoryBus(Topology(prefix)) if kind == "memory" else None
-    network = DemoNetwork(layout, shared)
-    await network.start()
-    try:
+    async with demo_networks.running(layout) as network:
         yield network
-    finally:
-        await network.stop()
 
 
 async def test_each_update_reaches_the_webhooks_signed_retried_and_given_up_audited(
@@ -120,14 +100,13 @@ async def test_each_update_reaches_the_webhooks_signed_retried_and_given_up_audi
     receiver, _ = target
     sent = []
     for i in range(3):
-        body: dict[str, Any] = {
-            "type": "case-update",
-            "recipients": ["RS-PPO", "MD-ARO"],
-            "case": CASE,
-            "priority": "normal",
-            "handling": {"tlp": "AMBER", "code": "H2"},
-            "payload": {"case": CASE, "network": NETWORK, "event": "note", "summary": f"#{i}"},
-        }
+        body = submission(
+            "case-update",
+            ["RS-PPO", "MD-ARO"],
+            case=CASE,
+            priority="normal",
+            payload={"case": CASE, "network": NETWORK, "event": "note", "summary": f"#{i}"},
+        )
         status, answer = await net.call("AL-ARO", "POST", "/v1/messages", body)
         assert status == 202
         sent.append(answer["id"])

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from http_helpers import submission
 
 from exchange.audit.entries import AuditEvent
 from exchange.cli import main as cli
@@ -44,14 +45,11 @@ async def test_every_envelope_carries_its_senders_checkpoint_and_recipients_keep
         "MD-ARO",
         "POST",
         "/v1/messages",
-        {
-            "type": "asset-inquiry",
-            "recipients": ["AL-ARO", "RS-PPO"],  # so that every log has entries
-            "case": CASE,
-            "priority": "normal",
-            "handling": {"tlp": "AMBER", "code": "H2"},
-            "payload": load_payload("01-asset-inquiry.json"),
-        },
+        submission(
+            recipients=["AL-ARO", "RS-PPO"],  # so that every log has entries
+            priority="normal",
+            payload=load_payload("01-asset-inquiry.json"),
+        ),
     )
     assert first[0] == 202
     assert (await net.wait_settled("MD-ARO", first[1]["id"]))["status"] == "delivered"
@@ -62,25 +60,16 @@ async def test_every_envelope_carries_its_senders_checkpoint_and_recipients_keep
         "AL-ARO",
         "POST",
         "/v1/messages",
-        {
-            "type": "asset-inquiry",
-            "recipients": ["RS-PPO"],
-            "case": CASE,
-            "priority": "normal",
-            "handling": {"tlp": "AMBER", "code": "H2"},
-            "payload": load_payload("01-asset-inquiry.json"),
-        },
+        submission(priority="normal", payload=load_payload("01-asset-inquiry.json")),
     )
     assert status == 202, sent
     assert (await net.wait_settled("AL-ARO", sent["id"]))["status"] == "delivered"
-    update = {
-        "type": "case-update",
-        "recipients": ["AL-ARO", "RS-PPO"],
-        "case": CASE,
-        "priority": "normal",
-        "handling": {"tlp": "AMBER", "code": "H2"},
-        "payload": {"case": CASE, "network": PROSECUTOR_NETWORK, "event": "note", "summary": "x"},
-    }
+    update = submission(
+        "case-update",
+        ["AL-ARO", "RS-PPO"],
+        priority="normal",
+        payload={"case": CASE, "network": PROSECUTOR_NETWORK, "event": "note", "summary": "x"},
+    )
     status, answer = await net.call("MD-ARO", "POST", "/v1/messages", update)
     assert status == 202, answer
 

@@ -14,6 +14,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from http_helpers import submission
+from polling import dead_letters
 
 from exchange.audit import merkle
 from exchange.audit.checkpoints import Checkpoint, check_checkpoint
@@ -34,7 +36,7 @@ from exchange.demo.runner import (
 )
 from exchange.gateway import keys
 from exchange.model.common import utc_now
-from exchange.transport.bus import ACK, Delivery, Outgoing, Verdict
+from exchange.transport.bus import Outgoing
 
 pytestmark = pytest.mark.integration
 
@@ -50,15 +52,8 @@ async def _deliver(network: DemoNetwork, sender: str, body: dict[str, Any]) -> d
 def _send_body(
     type_: str, recipients: list[str], payload_file: str, **extra: Any
 ) -> dict[str, Any]:
-    return {
-        "type": type_,
-        "recipients": recipients,
-        "case": CASE,
-        "priority": extra.pop("priority", "normal"),
-        "handling": {"tlp": "AMBER", "code": "H2"},
-        "payload": load_payload(payload_file),
-        **extra,
-    }
+    extra.setdefault("priority", "normal")
+    return submission(type_, recipients, payload=load_payload(payload_file), **extra)
 
 
 async def test_every_step_of_the_case_is_delivered_with_verified_receipts(
@@ -220,7 +215,7 @@ async def test_a_revoked_sender_is_refused_answered_and_dead_lettered(
     entries = await network.apps["RS-PPO"][keys.AUDIT].entries(0, 1000)
     refusals = [e for e in entries if e.event == "rejected" and str(e.message_id) == sent["id"]]
     assert [e.code for e in refusals] == ["cert.revoked"]
-    dead = await _drain(network, network.apps["RS-PPO"][keys.BUS], "RS-PPO")
+    dead = await dead_letters(network.apps["RS-PPO"][keys.BUS], "RS-PPO")
     assert [d.headers.get("x-xb-reason") for d in dead] == ["cert.revoked"]
 
 
@@ -259,21 +254,3 @@ async def test_a_redelivered_message_lands_once(network: DemoNetwork) -> None:
     assert await rs[keys.STORE].outbox_depth() == 0
     status, page = await network.call("RS-PPO", "GET", "/v1/inbox?after=0&limit=100")
     assert [i["id"] for i in page["items"]].count(sent["id"]) == 1
-
-
-async def _drain(network: DemoNetwork, bus: Any, node: str) -> list[Delivery]:
-    """Read what sits in the node's dead-letter queue, waiting briefly for it to arrive."""
-    got: list[Delivery] = []
-
-    async def handler(delivery: Delivery) -> Verdict:
-        got.append(delivery)
-        return ACK
-
-    handle = await bus.consume(bus.topology.dead_queue(node), handler, prefetch=10)
-    for _ in range(100):
-        if got:
-            break
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.2)
-    await handle.cancel()
-    return got

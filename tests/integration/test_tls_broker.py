@@ -34,6 +34,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from http_helpers import auth_headers, bearer, submission
 from private_broker import PrivateBroker, free_port
 
 from exchange.config import NodeConfig
@@ -46,7 +47,7 @@ from exchange.crypto.pki import (
     load_private_key,
 )
 from exchange.crypto.verify import TrustStore
-from exchange.demo.runner import CASE, load_payload
+from exchange.demo.runner import load_payload
 from exchange.errors import VerificationError
 from exchange.gateway.app import build_bus, create_app
 from exchange.network import NetworkLayout, init_network_dir
@@ -362,7 +363,7 @@ async def https_gateway(tls_network: TlsNetwork) -> AsyncIterator[tuple[str, Nod
 
 
 async def _get(url: str, context: ssl.SSLContext, token: str | None) -> int:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = bearer(token) if token else {}
     async with (
         asyncio.timeout(20),
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
@@ -437,16 +438,8 @@ async def test_two_gateways_exchange_a_request_and_its_receipt_over_the_tls_brok
             client = TestClient(TestServer(create_app(tls_network.config(node))))
             await client.start_server()
             clients[node] = client
-        token = tls_network.layout.nodes["AL-ARO"].token("contact-point")
-        headers = {"Authorization": f"Bearer {token}"}
-        body = {
-            "type": "asset-inquiry",
-            "recipients": ["RS-PPO"],
-            "case": CASE,
-            "priority": "normal",
-            "handling": {"tlp": "AMBER", "code": "H2"},
-            "payload": load_payload("01-asset-inquiry.json"),
-        }
+        headers = auth_headers(tls_network.layout, "AL-ARO")
+        body = submission(priority="normal", payload=load_payload("01-asset-inquiry.json"))
         response = await clients["AL-ARO"].post("/v1/messages", json=body, headers=headers)
         assert response.status == 202, await response.text()
         message_id = (await response.json())["id"]
@@ -456,9 +449,8 @@ async def test_two_gateways_exchange_a_request_and_its_receipt_over_the_tls_brok
                 await asyncio.sleep(0.1)
                 view = await clients["AL-ARO"].get(f"/v1/messages/{message_id}", headers=headers)
                 status = (await view.json())["status"]
-        rs_token = tls_network.layout.nodes["RS-PPO"].token("contact-point")
         inbox = await clients["RS-PPO"].get(
-            "/v1/inbox", headers={"Authorization": f"Bearer {rs_token}"}
+            "/v1/inbox", headers=auth_headers(tls_network.layout, "RS-PPO")
         )
         assert message_id in [item["id"] for item in (await inbox.json())["items"]]
     finally:

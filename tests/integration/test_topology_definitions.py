@@ -8,59 +8,36 @@ deleted afterwards, with the test's virtual host.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import secrets
-import subprocess
-import tempfile
-import time
-import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import aio_pika
 import aiormq
 import pytest
+from rabbitmq_cli import ImportedVhost, imported_definitions
 
 from exchange.transport.amqp import AmqpBus
 from exchange.transport.bus import ACK, ConsumeError, Delivery, Outgoing, PublishError, Verdict
 from exchange.transport.topology import Topology
 
 NETWORK = "see-arn"
-DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
-def rabbitmqctl(*args: str) -> str:
-    return subprocess.run(
-        ["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=60
-    ).stdout
-
-
-@dataclass(frozen=True)
-class Network:
-    vhost: str
-    topology: Topology
+@dataclass(frozen=True, kw_only=True)
+class Broker(ImportedVhost):
     a: str  # member of NETWORK
     b: str  # member of NETWORK
     c: str  # in no network
     auditor: str
-    password: str
-
-    def url(self, user: str) -> str:
-        base = urllib.parse.urlsplit(os.environ.get("EXCHANGE_AMQP_URL", DEFAULT_AMQP_URL))
-        host = base.hostname or "127.0.0.1"
-        netloc = f"{user}:{self.password}@{host}:{base.port or 5672}"
-        vhost = urllib.parse.quote(self.vhost, safe="")
-        return urllib.parse.urlunsplit((base.scheme, netloc, f"/{vhost}", "", ""))
 
 
 @pytest.fixture(scope="module")
-def network() -> Iterator[Network]:
+def broker() -> Iterator[Broker]:
     tag = secrets.token_hex(4).upper()
     a, b, c = (f"{cc}-T{tag}" for cc in ("AL", "RS", "MD"))
-    net = Network(
+    net = Broker(
         vhost=f"xbperm-{tag.lower()}",
         topology=Topology(prefix="xb"),
         a=a,
@@ -77,68 +54,30 @@ def network() -> Iterator[Network]:
         passwords=dict.fromkeys(users, net.password),
         auditors=[net.auditor],
     )
-    # rabbitmqctl reads the file as the rabbitmq user: it must be readable by others
-    fd, name = tempfile.mkstemp(prefix="xb-definitions-", suffix=".json")
-    path = Path(name)
-    try:
-        with os.fdopen(fd, "w") as out:
-            json.dump(definitions, out)
-        path.chmod(0o644)
-        rabbitmqctl("import_definitions", str(path))
-        _wait_for_import(net.vhost, definitions)
-        path.unlink()
+    with imported_definitions(net.vhost, definitions, users):
         yield net
-    finally:
-        path.unlink(missing_ok=True)
-        cleanup = [["delete_user", user] for user in users] + [["delete_vhost", net.vhost]]
-        running = [
-            subprocess.Popen(
-                ["rabbitmqctl", "-q", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            for args in cleanup
-        ]
-        for process in running:
-            process.wait(timeout=60)
-
-
-def _wait_for_import(vhost: str, definitions: dict[str, list[dict[str, str]]]) -> None:
-    """`import_definitions` returns before the import is done: wait for its last part."""
-    expected = {(b["source"], b["routing_key"], b["destination"]) for b in definitions["bindings"]}
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            listing = rabbitmqctl(
-                "list_bindings", "-p", vhost, "source_name", "routing_key", "destination_name"
-            )
-        except subprocess.CalledProcessError:
-            listing = ""
-        present = {tuple(line.split("\t")) for line in listing.splitlines()}
-        if expected <= present:
-            return
-        time.sleep(0.2)
-    raise AssertionError("the definitions were not imported within 30 s")
 
 
 @pytest.fixture
-async def bus_a(network: Network) -> AsyncIterator[AmqpBus]:
-    bus = AmqpBus(network.url(network.a), network.topology, node_id=network.a, provisioned=True)
+async def bus_a(broker: Broker) -> AsyncIterator[AmqpBus]:
+    bus = AmqpBus(broker.url(broker.a), broker.topology, node_id=broker.a, provisioned=True)
     await bus.start()
-    await bus.declare_node(network.a)  # passive: node users may not configure exchanges
+    await bus.declare_node(broker.a)  # passive: node users may not configure exchanges
     yield bus
     await bus.close()
 
 
-def to(network: Network, recipient: str, sender: str) -> Outgoing:
-    key = network.topology.routing_key(recipient, "asset-inquiry", sender)
+def to(broker: Broker, recipient: str, sender: str) -> Outgoing:
+    key = broker.topology.routing_key(recipient, "asset-inquiry", sender)
     return Outgoing("messages", key, b"{}", str(uuid.uuid4()))
 
 
 async def test_a_node_publishes_as_itself_and_its_recipient_receives(
-    network: Network, bus_a: AmqpBus
+    broker: Broker, bus_a: AmqpBus
 ) -> None:
-    sent = to(network, network.b, network.a)
+    sent = to(broker, broker.b, broker.a)
     await bus_a.publish(sent)
-    bus_b = AmqpBus(network.url(network.b), network.topology, node_id=network.b, provisioned=True)
+    bus_b = AmqpBus(broker.url(broker.b), broker.topology, node_id=broker.b, provisioned=True)
     await bus_b.start()
     try:
         got: list[Delivery] = []
@@ -147,7 +86,7 @@ async def test_a_node_publishes_as_itself_and_its_recipient_receives(
             got.append(delivery)
             return ACK
 
-        await bus_b.consume(network.topology.inbox_queue(network.b), handler)
+        await bus_b.consume(broker.topology.inbox_queue(broker.b), handler)
         for _ in range(500):
             if any(d.message_id == sent.message_id for d in got):
                 break
@@ -158,45 +97,45 @@ async def test_a_node_publishes_as_itself_and_its_recipient_receives(
 
 
 async def test_the_broker_refuses_a_node_publishing_as_another(
-    network: Network, bus_a: AmqpBus
+    broker: Broker, bus_a: AmqpBus
 ) -> None:
-    forged = to(network, network.b, network.b)  # A claims to be B
+    forged = to(broker, broker.b, broker.b)  # A claims to be B
     with pytest.raises(PublishError, match="ACCESS_REFUSED - access to topic") as refused:
         await bus_a.publish(forged)
     assert forged.routing_key in str(refused.value)
     with pytest.raises(PublishError, match="ACCESS_REFUSED - access to topic"):
-        await bus_a.publish(to(network, network.b, network.c))
-    await bus_a.publish(to(network, network.b, network.a))  # the channel is back for honest use
+        await bus_a.publish(to(broker, broker.b, broker.c))
+    await bus_a.publish(to(broker, broker.b, broker.a))  # the channel is back for honest use
     # A may not put anything into B's dead-letter queue either
-    dead_key = network.topology.dead_letter_routing_key(network.b, "signature.invalid")
+    dead_key = broker.topology.dead_letter_routing_key(broker.b, "signature.invalid")
     with pytest.raises(PublishError, match="ACCESS_REFUSED"):
-        await bus_a._send(network.topology.dead.name, dead_key, b"{}", str(uuid.uuid4()), {})
+        await bus_a._send(broker.topology.dead.name, dead_key, b"{}", str(uuid.uuid4()), {})
 
 
 async def test_a_node_cannot_read_or_bind_what_is_not_addressed_to_it(
-    network: Network, bus_a: AmqpBus
+    broker: Broker, bus_a: AmqpBus
 ) -> None:
     with pytest.raises(ConsumeError, match="ACCESS_REFUSED"):
-        await bus_a.consume(network.topology.inbox_queue(network.b), _never)
+        await bus_a.consume(broker.topology.inbox_queue(broker.b), _never)
     with pytest.raises(ConsumeError, match="ACCESS_REFUSED"):
-        await bus_a.consume(network.topology.dead_queue(network.b), _never)
-    connection = await aio_pika.connect(network.url(network.a))
+        await bus_a.consume(broker.topology.dead_queue(broker.b), _never)
+    connection = await aio_pika.connect(broker.url(broker.a))
     try:
-        for key in ("#", f"{network.b}.#", "*.asset-inquiry.*"):
+        for key in ("#", f"{broker.b}.#", "*.asset-inquiry.*"):
             channel = await connection.channel()
-            inbox = await channel.get_queue(network.topology.inbox_queue(network.a))
+            inbox = await channel.get_queue(broker.topology.inbox_queue(broker.a))
             with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
-                await inbox.bind(network.topology.messages.name, key)
+                await inbox.bind(broker.topology.messages.name, key)
     finally:
         await connection.close()
 
 
 async def test_case_updates_only_within_the_networks_a_node_belongs_to(
-    network: Network,
+    broker: Broker,
 ) -> None:
-    key = network.topology.case_routing_key(NETWORK, "AL-2026-0042", "opened")
-    member = AmqpBus(network.url(network.a), network.topology, provisioned=True)
-    outsider = AmqpBus(network.url(network.c), network.topology, provisioned=True)
+    key = broker.topology.case_routing_key(NETWORK, "AL-2026-0042", "opened")
+    member = AmqpBus(broker.url(broker.a), broker.topology, provisioned=True)
+    outsider = AmqpBus(broker.url(broker.c), broker.topology, provisioned=True)
     await member.start()
     await outsider.start()
     try:
@@ -209,17 +148,17 @@ async def test_case_updates_only_within_the_networks_a_node_belongs_to(
 
 
 async def test_the_auditor_reads_the_audit_stream_and_nothing_else(
-    network: Network, bus_a: AmqpBus
+    broker: Broker, bus_a: AmqpBus
 ) -> None:
-    sent = to(network, network.b, network.a)
+    sent = to(broker, broker.b, broker.a)
     await bus_a.publish(sent)
-    auditor = AmqpBus(network.url(network.auditor), network.topology)
+    auditor = AmqpBus(broker.url(broker.auditor), broker.topology)
     await auditor.start()
     try:
         seen = [d.message_id async for d in auditor.read_audit_stream(idle_timeout=0.5)]
         assert sent.message_id in seen
         with pytest.raises(ConsumeError, match="ACCESS_REFUSED"):
-            await auditor.consume(network.topology.inbox_queue(network.b), _never)
+            await auditor.consume(broker.topology.inbox_queue(broker.b), _never)
     finally:
         await auditor.close()
 

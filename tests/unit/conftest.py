@@ -1,4 +1,5 @@
-"""Throwaway PKI fixtures: a network CA with three nodes, signers, a trust store, headers.
+"""Throwaway PKI fixtures: a network CA with three nodes, signers, a trust store, headers;
+and each module's test network of nodes (`network`).
 
 `pki_dir` is made once per session: treat it as read-only. A test that revokes or rotates
 takes `fresh_pki_dir`, its own copy. `foreign_pki_dir` is another CA with the same network
@@ -21,6 +22,7 @@ from exchange.crypto.signing import NodeSigner
 from exchange.crypto.verify import TrustStore, VerificationPolicy
 from exchange.model.common import utc_now
 from exchange.model.envelope import Header
+from exchange.network import NetworkLayout, init_network_dir
 
 TEST_NETWORK = "test-net"
 TEST_NODES = ("AL-ARO", "RS-PPO", "MD-ARO")
@@ -35,6 +37,31 @@ def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("pki") / "network"
     init_network(directory, TEST_NETWORK, TEST_NODES)
     return directory
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "network(nodes=..., networks=...): the nodes and prosecutor networks of the module's "
+        "`network` fixture",
+    )
+
+
+@pytest.fixture(scope="module")
+def network(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> NetworkLayout:
+    """This module's test network on the in-memory bus: a CA, each node's key, certificate,
+    TOML and tokens. Nodes TEST_NODES and no prosecutor network, unless the module says
+    otherwise: `pytestmark = pytest.mark.network(nodes=[...], networks={name: members})`.
+
+    Made once per module, so its tests share it and must not change it: a node's data goes
+    where the test says (`network.config(node, environ={"EXCHANGE_DATA_DIR": ...})`).
+    """
+    marker = request.node.get_closest_marker("network")
+    options = dict(marker.kwargs) if marker else {}
+    nodes = options.pop("nodes", TEST_NODES)
+    return init_network_dir(tmp_path_factory.mktemp("net"), nodes, bus="memory", **options)
 
 
 @pytest.fixture

@@ -33,7 +33,6 @@ from exchange.audit.verifier import verify_log
 from exchange.cli import main
 from exchange.cli.audit import _ProgressBar
 from exchange.crypto.canonical import sha256_hex
-from exchange.crypto.pki import init_network
 from exchange.crypto.signing import NodeSigner, signing_input
 from exchange.model.common import utc_now
 from exchange.model.envelope import Header
@@ -43,15 +42,8 @@ NODE, PEER = "AL-ARO", "RS-PPO"
 ROUNDS = 10  # each round logs five entries
 
 
-@pytest.fixture(scope="module")
-def network(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("network")
-    init_network(directory, "see-arn", [NODE, PEER])
-    return directory
-
-
-def signer_of(network: Path, node: str) -> NodeSigner:
-    return NodeSigner.from_files(network / f"{node}.key", network / f"{node}.pem")
+def signer_of(pki_dir: Path, node: str) -> NodeSigner:
+    return NodeSigner.from_files(pki_dir / f"{node}.key", pki_dir / f"{node}.pem")
 
 
 def receipt(signer: NodeSigner, to: str, about: uuid.UUID, digest: str) -> dict[str, Any]:
@@ -84,9 +76,9 @@ def digest_of(envelope: dict[str, Any]) -> str:
     return sha256_hex(signing_input(envelope["header"], envelope["payload"]))
 
 
-async def write_log(path: Path, network: Path, published: Path) -> None:
+async def write_log(path: Path, pki_dir: Path, published: Path) -> None:
     """A node receives ROUNDS receipts from its peer, stores them and answers each."""
-    me, peer = signer_of(network, NODE), signer_of(network, PEER)
+    me, peer = signer_of(pki_dir, NODE), signer_of(pki_dir, PEER)
     log = await AuditLog.open(path, me, checkpoints=CheckpointPolicy(every_entries=8))
     for _ in range(ROUNDS):
         incoming = receipt(peer, NODE, uuid.uuid4(), "ab" * 32)
@@ -103,10 +95,10 @@ async def write_log(path: Path, network: Path, published: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def pristine(network: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def pristine(pki_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     directory = tmp_path_factory.mktemp("pristine")
     db, published = directory / "audit.sqlite3", directory / "published.jsonl"
-    asyncio.run(write_log(db, network, published))
+    asyncio.run(write_log(db, pki_dir, published))
     return db, published
 
 
@@ -170,9 +162,9 @@ def test_the_log_as_written_verifies(db: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_with_the_network_ca_every_envelope_is_verified_again(
-    db: Path, network: Path, published: Path, capsys: pytest.CaptureFixture[str]
+    db: Path, pki_dir: Path, published: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["--db", str(db), "--ca", str(network / "ca.pem"), "--cert", str(network)]
+    args = ["--db", str(db), "--ca", str(pki_dir / "ca.pem"), "--cert", str(pki_dir)]
     code, out, err = verify(capsys, *args, "--checkpoints", str(published), "--jobs", "1")
     assert code == 0, err
     assert f"{2 * ROUNDS} envelopes verified again" in out
@@ -292,7 +284,7 @@ def test_a_tail_cut_without_covering_tracks_is_detected_without_checkpoints(
 
 
 def test_a_published_checkpoint_with_a_changed_root_or_signature_is_refused(
-    db: Path, published: Path, tmp_path: Path, network: Path, capsys: pytest.CaptureFixture[str]
+    db: Path, published: Path, tmp_path: Path, pki_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     checkpoints = read_checkpoints_jsonl(published)
     first = checkpoints[0].as_dict()
@@ -301,20 +293,20 @@ def test_a_published_checkpoint_with_a_changed_root_or_signature_is_refused(
     forged = tmp_path / "forged.jsonl"
     write_checkpoints_jsonl([altered], forged)
     code, _, err = verify(
-        capsys, "--db", str(db), "--checkpoints", str(forged), "--cert", str(network / "AL-ARO.pem")
+        capsys, "--db", str(db), "--checkpoints", str(forged), "--cert", str(pki_dir / "AL-ARO.pem")
     )
     assert code == 1 and "its signature does not verify" in err
 
 
 def test_a_checkpoint_signed_by_another_node_is_refused(
-    db: Path, tmp_path: Path, network: Path, capsys: pytest.CaptureFixture[str]
+    db: Path, tmp_path: Path, pki_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    impostor = signer_of(network, PEER)
+    impostor = signer_of(pki_dir, PEER)
     fake = sign_checkpoint(impostor, 5, leaf_hash(b"x"), utc_now())
     as_node = Checkpoint.from_dict({**fake.as_dict(), "node": NODE})
     forged = tmp_path / "forged.jsonl"
     write_checkpoints_jsonl([as_node], forged)
-    ca = ["--ca", str(network / "ca.pem"), "--cert", str(network)]
+    ca = ["--ca", str(pki_dir / "ca.pem"), "--cert", str(pki_dir)]
     code, _, err = verify(capsys, "--db", str(db), "--checkpoints", str(forged), *ca)
     assert code == 1
     assert "checkpoints: checkpoint of size 5 (from forged.jsonl)" in err
@@ -323,14 +315,14 @@ def test_a_checkpoint_signed_by_another_node_is_refused(
 
 
 def test_a_stored_checkpoint_rewritten_in_the_file_is_refused(
-    db: Path, tamper: sqlite3.Connection, network: Path
+    db: Path, tamper: sqlite3.Connection, pki_dir: Path
 ) -> None:
     size, body = tamper.execute("SELECT size, body FROM checkpoints LIMIT 1").fetchone()
     doc = orjson.loads(body)
     doc["time"] = "2020-01-01T00:00:00.000Z"
     tamper.execute("UPDATE checkpoints SET body = ? WHERE size = ?", (orjson.dumps(doc), size))
     tamper.commit()
-    report = verify_log(db, jobs=1, ca_path=network / "ca.pem")
+    report = verify_log(db, jobs=1, ca_path=pki_dir / "ca.pem")
     assert not report.ok
     assert any("stored in the log" in f.reason and f.index is None for f in report.findings)
 
@@ -339,18 +331,18 @@ def test_a_stored_checkpoint_rewritten_in_the_file_is_refused(
 
 
 async def test_an_envelope_that_no_longer_verifies_is_named(
-    tmp_path: Path, network: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, pki_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    peer, db = signer_of(network, PEER), tmp_path / "audit.sqlite3"
+    peer, db = signer_of(pki_dir, PEER), tmp_path / "audit.sqlite3"
     good = receipt(peer, NODE, uuid.uuid4(), "cd" * 32)
     bad = receipt(peer, NODE, uuid.uuid4(), "cd" * 32)
     bad["payload"]["outcome"] = "rejected"  # changed after signing
-    log = await AuditLog.open(db, signer_of(network, NODE))
+    log = await AuditLog.open(db, signer_of(pki_dir, NODE))
     await log.append("verified", message_id=good["header"]["id"], envelope=good)
     await log.append("verified", message_id=bad["header"]["id"], envelope=bad)
     await log.close()
     assert verify_log(db, jobs=1).ok  # without the CA, envelopes are not checked
-    ca = ["--ca", str(network / "ca.pem"), "--cert", str(network)]
+    ca = ["--ca", str(pki_dir / "ca.pem"), "--cert", str(pki_dir)]
     code, _, err = await asyncio.to_thread(verify, capsys, "--db", str(db), *ca)
     assert code == 1 and "entry 1: its envelope does not verify again: signature.invalid" in err
 
@@ -383,13 +375,13 @@ def replay(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[di
 
 
 def test_replay_shows_the_timeline_without_payloads(
-    db: Path, network: Path, capsys: pytest.CaptureFixture[str]
+    db: Path, pki_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, rows = replay(capsys, "--db", str(db))
     assert code == 0 and [r["index"] for r in rows] == list(range(size_of(db)))
     kept = [r for r in rows if "envelope" in r]
     assert kept and all("payload" not in r["envelope"] for r in kept)
-    ca = ["--ca", str(network / "ca.pem"), "--cert", str(network)]
+    ca = ["--ca", str(pki_dir / "ca.pem"), "--cert", str(pki_dir)]
     code, rows = replay(capsys, "--db", str(db), "--type", "receipt-sent", *ca)
     assert code == 0 and len(rows) == ROUNDS
     assert all(r["check"]["envelope_verified"] for r in rows)

@@ -21,7 +21,6 @@ from exchange.audit.checkpoints import (
 from exchange.audit.entries import AuditEntry, AuditEvent
 from exchange.audit.log import AuditLog
 from exchange.crypto.canonical import canonicalize
-from exchange.crypto.pki import init_network
 from exchange.crypto.signing import NodeSigner
 from exchange.errors import AuditError, ConfigError
 
@@ -29,15 +28,8 @@ NODE = "AL-ARO"
 
 
 @pytest.fixture(scope="module")
-def network(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("network")
-    init_network(directory, "see-arn", [NODE, "RS-PPO"])
-    return directory
-
-
-@pytest.fixture(scope="module")
-def signer(network: Path) -> NodeSigner:
-    return NodeSigner.from_files(network / f"{NODE}.key", network / f"{NODE}.pem")
+def signer(pki_dir: Path) -> NodeSigner:
+    return NodeSigner.from_files(pki_dir / f"{NODE}.key", pki_dir / f"{NODE}.pem")
 
 
 @pytest.fixture
@@ -317,13 +309,13 @@ def test_any_change_to_a_checkpoint_breaks_its_signature(signer: NodeSigner) -> 
 
 
 def test_a_peer_checkpoint_is_checked_against_the_network_trust_store(
-    network: Path, signer: NodeSigner
+    pki_dir: Path, signer: NodeSigner
 ) -> None:
     from exchange.audit.checkpoints import check_checkpoint, sign_checkpoint
     from exchange.crypto.verify import TrustStore
     from exchange.model.common import utc_now
 
-    trust = TrustStore.from_directory(network)
+    trust = TrustStore.from_directory(pki_dir)
     cp = sign_checkpoint(signer, 40, merkle.leaf_hash(b"x"), utc_now())
     check_checkpoint(cp, trust)
     claimed = Checkpoint.from_dict({**cp.as_dict(), "node": "RS-PPO"})

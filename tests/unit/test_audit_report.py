@@ -15,7 +15,6 @@ from exchange.audit.log import AuditLog
 from exchange.audit.report import DeadlineRules, deadline_report, summary_by_node
 from exchange.audit.store import AuditStore
 from exchange.cli import main
-from exchange.crypto.pki import init_network
 from exchange.crypto.signing import NodeSigner
 from exchange.model.common import MessageType, Priority
 from exchange.model.envelope import Header
@@ -78,9 +77,9 @@ def envelope(
     return signer.sign_envelope(header, payload or {"note": "only the deadline hints are read"})
 
 
-async def write_log(path: Path, network: Path) -> None:
-    al = NodeSigner.from_files(network / "AL-ARO.key", network / "AL-ARO.pem")
-    rs = NodeSigner.from_files(network / "RS-PPO.key", network / "RS-PPO.pem")
+async def write_log(path: Path, pki_dir: Path) -> None:
+    al = NodeSigner.from_files(pki_dir / "AL-ARO.key", pki_dir / "AL-ARO.pem")
+    rs = NodeSigner.from_files(pki_dir / "RS-PPO.key", pki_dir / "RS-PPO.pem")
     log = await AuditLog.open(path, al)
     # AL-ARO asks RS-PPO and MD-ARO, urgently; RS-PPO answers in two hours, MD-ARO never.
     inquiry = envelope(
@@ -115,10 +114,9 @@ async def write_log(path: Path, network: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def db(pki_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("report")
-    init_network(directory / "network", "see-arn", ["AL-ARO", "RS-PPO"])
-    asyncio.run(write_log(directory / "audit.sqlite3", directory / "network"))
+    asyncio.run(write_log(directory / "audit.sqlite3", pki_dir))
     return directory / "audit.sqlite3"
 
 

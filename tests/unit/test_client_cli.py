@@ -12,11 +12,12 @@ from uuid import UUID, uuid4
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from networks import NetworkFactory
 
 from exchange.cli import main
 from exchange.gateway import keys
 from exchange.gateway.app import create_app
-from exchange.network import NetworkLayout, init_network_dir
+from exchange.network import NetworkLayout
 from tests.seeding import seed_inbox
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
@@ -24,9 +25,9 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
 
 @pytest.fixture
 async def served(
-    tmp_path: Path,
+    make_network: NetworkFactory,
 ) -> AsyncIterator[tuple[NetworkLayout, TestServer, web.Application]]:
-    network = init_network_dir(tmp_path / "net", ["AL-ARO", "RS-PPO"], bus="memory")
+    network = make_network(["AL-ARO", "RS-PPO"])
     app = create_app(network.config("AL-ARO", environ={}), start_relay=False)
     server = TestServer(app)
     await server.start_server()

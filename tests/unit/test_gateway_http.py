@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
+import http_helpers
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from http_helpers import bearer, example_payload
 from openapi_spec_validator import validate as validate_openapi
 
 from exchange.audit.entries import AuditEntry
@@ -31,37 +33,13 @@ from exchange.gateway.api_models import (
 from exchange.gateway.app import certificate_paths, create_app
 from exchange.gateway.routes import ROUTES
 from exchange.model.common import utc_now
-from exchange.network import NetworkLayout, init_network_dir
+from exchange.network import NetworkLayout
 from tests.seeding import seed_inbox
-
-NODES = ["AL-ARO", "RS-PPO", "MD-ARO"]
-EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
-
-
-def example_payload(message_type: str) -> dict[str, Any]:
-    """A valid payload of `message_type`, from the shared schema examples."""
-    files = sorted((EXAMPLES / message_type / "valid").glob("*.json"))
-    assert files, f"no valid example for {message_type}"
-    payload: dict[str, Any] = json.loads(files[0].read_text(encoding="utf-8"))
-    return payload
 
 
 def submission(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "type": "asset-inquiry",
-        "recipients": ["RS-PPO", "MD-ARO"],
-        "case": "AL-2026-0042",
-        "priority": "urgent",
-        "handling": {"tlp": "AMBER", "code": "H2"},
-        "payload": example_payload("asset-inquiry"),
-    }
-    body.update(overrides)
-    return body
-
-
-@pytest.fixture(scope="module")
-def network(tmp_path_factory: pytest.TempPathFactory) -> NetworkLayout:
-    return init_network_dir(tmp_path_factory.mktemp("net"), NODES, bus="memory")
+    """An urgent asset inquiry to RS-PPO and MD-ARO, with `overrides` in its body."""
+    return http_helpers.submission(**{"recipients": ["RS-PPO", "MD-ARO"], **overrides})
 
 
 @dataclass
@@ -71,7 +49,7 @@ class Gateway:
     tokens: dict[str, str]
 
     def auth(self, role: str = "contact-point") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[role]}"}
+        return bearer(self.tokens[role])
 
     async def post(self, body: Any, role: str = "contact-point", **kwargs: Any) -> Any:
         return await self.client.post("/v1/messages", json=body, headers=self.auth(role), **kwargs)
@@ -313,9 +291,7 @@ async def test_a_missing_or_wrong_token_is_refused_401_before_the_body_is_read(
 
 async def test_a_token_of_another_node_is_refused(gateway: Gateway, network: NetworkLayout) -> None:
     other = network.nodes["RS-PPO"].tokens["contact-point"]
-    response = await gateway.client.post(
-        "/v1/messages", json=submission(), headers={"Authorization": f"Bearer {other}"}
-    )
+    response = await gateway.client.post("/v1/messages", json=submission(), headers=bearer(other))
     await problem_of(response, 401, "auth.invalid")
     await assert_refused_and_nothing_stored(gateway, "auth.invalid")
 

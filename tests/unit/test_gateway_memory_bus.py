@@ -7,28 +7,26 @@ from AL-ARO's outbox to RS-PPO's inbox and the signed receipt comes back as `del
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from http_helpers import auth_headers, submission
+from networks import NetworkFactory
 
 from exchange.gateway.app import create_app
-from exchange.network import NetworkLayout, init_network_dir
+from exchange.network import NetworkLayout
 from exchange.transport.memory import MemoryBroker, MemoryBus
 from exchange.transport.topology import Topology
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
 
 Clients = dict[str, TestClient[web.Request, web.Application]]
 
 
 @pytest.fixture
-async def nodes(tmp_path: Path) -> AsyncIterator[tuple[NetworkLayout, Clients]]:
-    network = init_network_dir(tmp_path / "net", ["AL-ARO", "RS-PPO"], bus="memory")
+async def nodes(make_network: NetworkFactory) -> AsyncIterator[tuple[NetworkLayout, Clients]]:
+    network = make_network(["AL-ARO", "RS-PPO"])
     topology = Topology(prefix="xb")
     broker = MemoryBroker(topology)
     clients: Clients = {}
@@ -50,10 +48,6 @@ async def nodes(tmp_path: Path) -> AsyncIterator[tuple[NetworkLayout, Clients]]:
             await bus.close()
 
 
-def headers(network: NetworkLayout, node: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {network.nodes[node].token('contact-point')}"}
-
-
 async def wait_for_status(
     client: TestClient[web.Request, web.Application], path: str, auth: dict[str, str], want: str
 ) -> dict[str, Any]:
@@ -71,18 +65,8 @@ async def test_a_message_is_delivered_and_its_receipt_comes_back(
     network, clients = nodes
     for client in clients.values():
         assert (await client.get("/readyz")).status == 200
-    payload = json.loads(
-        sorted((EXAMPLES / "asset-inquiry" / "valid").glob("*.json"))[0].read_text()
-    )
-    body = {
-        "type": "asset-inquiry",
-        "recipients": ["RS-PPO"],
-        "case": "AL-2026-0042",
-        "priority": "urgent",
-        "handling": {"tlp": "AMBER", "code": "H2"},
-        "payload": payload,
-    }
-    sender = headers(network, "AL-ARO")
+    body = submission()
+    sender = auth_headers(network, "AL-ARO")
     response = await clients["AL-ARO"].post("/v1/messages", json=body, headers=sender)
     assert response.status == 202
     message_id = (await response.json())["id"]
@@ -96,7 +80,7 @@ async def test_a_message_is_delivered_and_its_receipt_comes_back(
     assert delivery["receipt"]["envelope"]["header"]["sender"] == "RS-PPO"
 
     inbox = await (
-        await clients["RS-PPO"].get("/v1/inbox", headers=headers(network, "RS-PPO"))
+        await clients["RS-PPO"].get("/v1/inbox", headers=auth_headers(network, "RS-PPO"))
     ).json()
     (item,) = inbox["items"]
     assert item["id"] == message_id and item["sender"] == "AL-ARO"

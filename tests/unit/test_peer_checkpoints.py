@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from http_helpers import auth_headers
 
 from exchange.audit.checkpoints import Checkpoint, sign_checkpoint
 from exchange.audit.entries import AuditEntry, AuditEvent
@@ -21,16 +22,10 @@ from exchange.crypto.signing import NodeSigner
 from exchange.crypto.verify import TrustStore
 from exchange.gateway.app import load_identity
 from exchange.model.common import utc_now
-from exchange.network import NetworkLayout, init_network_dir
+from exchange.network import NetworkLayout
 
-NODES = ["AL-ARO", "RS-PPO", "MD-ARO"]
 # after the certificates made by the fixtures (they are not valid before they were issued)
 T0 = utc_now().replace(microsecond=0) + timedelta(hours=1)
-
-
-@pytest.fixture(scope="module")
-def network(tmp_path_factory: pytest.TempPathFactory) -> NetworkLayout:
-    return init_network_dir(tmp_path_factory.mktemp("net"), NODES, bus="memory")
 
 
 def identity(network: NetworkLayout, node: str) -> tuple[NodeSigner, TrustStore]:
@@ -157,7 +152,6 @@ async def test_auditors_read_what_was_seen_over_http_and_others_may_not(
     from exchange.gateway.app import create_app
 
     config = network.config("AL-ARO", environ={"EXCHANGE_DATA_DIR": str(tmp_path / "data")})
-    tokens = network.nodes["AL-ARO"].tokens
     rs, md = identity(network, "RS-PPO")[0], identity(network, "MD-ARO")[0]
     app = create_app(config, start_relay=False)
     async with TestClient(TestServer(app)) as client:
@@ -166,7 +160,7 @@ async def test_auditors_read_what_was_seen_over_http_and_others_may_not(
             assert (await app[keys.PEERS].observe(body.to_json(), signer.node_id)).outcome == "new"
 
         def auth(role: str) -> dict[str, str]:
-            return {"Authorization": f"Bearer {tokens[role]}"}
+            return auth_headers(network, "AL-ARO", role)
 
         answer = await client.get("/v1/audit/peers", headers=auth("auditor"))
         assert answer.status == 200

@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 import schemathesis
 from aiohttp import web
+from http_helpers import bearer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
@@ -189,7 +190,7 @@ def test_no_documented_operation_answers_5xx_to_generated_input(
 ) -> None:
     schema = schemathesis.openapi.from_dict(live.openapi)
     operation = schema[path][method]
-    auth = {"Authorization": f"Bearer {live.token()}"}
+    auth = bearer(live.token())
     modes = [GenerationMode.POSITIVE]
     if _has_inputs(live.openapi, method, path):  # otherwise there is nothing to violate
         modes.append(GenerationMode.NEGATIVE)
@@ -401,7 +402,7 @@ def test_generated_submissions_never_get_a_5xx(live: LiveGateway, data: st.DataO
     if data.draw(st.integers(0, 9)) == 0:  # now and then, cut it short
         encoded = encoded[: data.draw(st.integers(0, len(encoded)))]
     role = data.draw(st.sampled_from(["contact-point", "contact-point", "admin", "auditor"]))
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {live.token(role)}"}
+    headers = {"Content-Type": "application/json", **bearer(live.token(role))}
     coding = data.draw(st.sampled_from([None] * 8 + ["gzip", "deflate"]))
     if coding is not None:  # compressed as announced, or only labelled so
         headers["Content-Encoding"] = coding
@@ -450,9 +451,9 @@ def test_random_requests_never_get_a_5xx(live: LiveGateway, data: st.DataObject)
     headers = data.draw(st.dictionaries(header_names, header_values, max_size=4))
     auth = data.draw(st.sampled_from(["none", "contact-point", "subscriber", "forged"]))
     if auth == "forged":
-        headers["Authorization"] = "Bearer " + data.draw(header_values)
+        headers.update(bearer(data.draw(header_values)))
     elif auth != "none":
-        headers["Authorization"] = f"Bearer {live.token(auth)}"
+        headers.update(bearer(live.token(auth)))
     body = None
     if method not in ("GET", "HEAD") and data.draw(st.booleans()):
         body = data.draw(

@@ -24,12 +24,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from networks import NetworkFactory
 
 from exchange.crypto.signing import NodeSigner, encode_envelope
 from exchange.gateway import keys
 from exchange.gateway.app import create_app
 from exchange.model.envelope import Header
-from exchange.network import NetworkLayout, init_network_dir
+from exchange.network import NetworkLayout
 from exchange.relay.relay import Relay
 from exchange.transport.bus import ACK, Delivery
 from exchange.transport.memory import MemoryBroker, MemoryBus
@@ -69,8 +70,8 @@ class RsNode:
 
 
 @pytest.fixture
-async def rs(tmp_path: Path) -> AsyncIterator[RsNode]:
-    network = init_network_dir(tmp_path / "net", ["AL-ARO", "RS-PPO"], bus="memory")
+async def rs(make_network: NetworkFactory, tmp_path: Path) -> AsyncIterator[RsNode]:
+    network = make_network(["AL-ARO", "RS-PPO"])
     topology = Topology(prefix="xb")
     bus = MemoryBus(topology, broker=MemoryBroker(topology), node_id="RS-PPO")
     await bus.start()

@@ -30,7 +30,7 @@ from exchange.gateway import keys
 from exchange.gateway.app import create_app
 from exchange.model.common import utc_now
 from exchange.model.envelope import Header
-from exchange.network import NetworkLayout, init_network_dir
+from exchange.network import NetworkLayout
 from exchange.relay.relay import Relay
 from exchange.subscriptions.automatic import automatic_update, automatic_update_id
 from exchange.subscriptions.http import CASE_UPDATES
@@ -44,6 +44,8 @@ MEMBERS = ["AL-ARO", "RS-PPO", "MD-ARO"]
 CASE = "AL-2026-0042"
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
 
+pytestmark = pytest.mark.network(nodes=NODES, networks={"see-pcn": MEMBERS})
+
 
 def example(kind: str, name: str) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads((EXAMPLES / kind / "valid" / name).read_text("utf-8"))
@@ -54,13 +56,6 @@ EXECUTED = example("freeze-decision", "executed-two-accounts-apartment.json")
 REFUSED = example("freeze-decision", "refused-ne-bis-in-idem.json")
 PARTIAL = example("asset-inquiry-response", "partial-account-and-building-found.json")
 INQUIRY = example("asset-inquiry", "me-to-al-yacht-car-account.json")
-
-
-@pytest.fixture(scope="module")
-def network(tmp_path_factory: pytest.TempPathFactory) -> NetworkLayout:
-    return init_network_dir(
-        tmp_path_factory.mktemp("net"), NODES, bus="memory", networks={"see-pcn": MEMBERS}
-    )
 
 
 def signer_of(network: NetworkLayout, node: str) -> NodeSigner:

@@ -36,7 +36,7 @@ from exchange.crypto.signing import NodeSigner, encode_envelope
 from exchange.gateway.app import load_identity, open_database
 from exchange.model.common import utc_now
 from exchange.model.envelope import Header
-from exchange.network import NetworkLayout, init_network_dir
+from exchange.network import NetworkLayout
 from exchange.storage.sqlite_thread import SqliteThread
 from exchange.subscriptions.service import CaseUpdates
 from exchange.transport.bus import ACK, REQUEUE, Delivery, Disposition, Verdict
@@ -48,10 +48,7 @@ NETWORKS = {"see-pcn": ["AL-ARO", "RS-PPO", "MD-ARO"], "kz-al": ["AL-ARO", "KZ-A
 CASE = "AL-2026-0042"
 TOPOLOGY = Topology()
 
-
-@pytest.fixture(scope="module")
-def network(tmp_path_factory: pytest.TempPathFactory) -> NetworkLayout:
-    return init_network_dir(tmp_path_factory.mktemp("net"), NODES, bus="memory", networks=NETWORKS)
+pytestmark = pytest.mark.network(nodes=NODES, networks=NETWORKS)
 
 
 @dataclass

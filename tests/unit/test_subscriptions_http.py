@@ -21,13 +21,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from http_helpers import bearer, submission
 
 from exchange.audit.entries import AuditEntry
 from exchange.gateway import keys
 from exchange.gateway.api_models import CaseUpdateEvent, CaseUpdatePage
 from exchange.gateway.app import create_app
 from exchange.model.common import utc_now
-from exchange.network import NetworkLayout, init_network_dir
+from exchange.network import NetworkLayout
 from exchange.storage.outbox import FANOUT, Outbox
 from exchange.subscriptions.client import stream_updates
 from exchange.subscriptions.http import CASE_UPDATES
@@ -39,6 +40,8 @@ NETWORK = "see-pcn"
 CASE = "AL-2026-0042"
 EXCHANGE = str(Path(sys.executable).parent / "exchange")
 
+pytestmark = pytest.mark.network(nodes=NODES, networks={NETWORK: MEMBERS})
+
 
 def update(
     event: str = "opened",
@@ -48,25 +51,17 @@ def update(
     recipients: list[str] | None = None,
     payload_case: str | None = None,
 ) -> dict[str, Any]:
-    return {
-        "type": "case-update",
-        "recipients": recipients if recipients is not None else ["RS-PPO", "MD-ARO"],
-        "case": case,
-        "priority": "normal",
-        "handling": {"tlp": "AMBER", "code": "H2"},
-        "payload": {
+    return submission(
+        "case-update",
+        recipients if recipients is not None else ["RS-PPO", "MD-ARO"],
+        case=case,
+        priority="normal",
+        payload={
             "case": payload_case or case,
             "network": network,
             "event": event,
             "summary": f"Case {case}: {event}.",
         },
-    }
-
-
-@pytest.fixture(scope="module")
-def network(tmp_path_factory: pytest.TempPathFactory) -> NetworkLayout:
-    return init_network_dir(
-        tmp_path_factory.mktemp("net"), NODES, bus="memory", networks={NETWORK: MEMBERS}
     )
 
 
@@ -77,7 +72,7 @@ class Gateway:
     tokens: dict[str, str]
 
     def auth(self, role: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[role]}"}
+        return bearer(self.tokens[role])
 
     async def post(self, body: Any, role: str = "contact-point") -> Any:
         return await self.client.post("/v1/messages", json=body, headers=self.auth(role))
