@@ -35,25 +35,6 @@ LOOKAHEAD = 4
 earlier one of their order key are passed over."""
 
 
-def choose(items: list[OutboxItem], in_flight: set[int], limit: int) -> list[OutboxItem]:
-    """The rows to publish now, in outbox order: due, not in flight, and not behind an
-    earlier row of their order key that is in flight or waiting for a retry."""
-    held: set[str] = set()
-    chosen: list[OutboxItem] = []
-    for item in items:
-        key = item.order_key
-        if item.seq in in_flight or not item.due:
-            if key is not None:
-                held.add(key)
-            continue
-        if key is not None and key in held:
-            continue
-        chosen.append(item)
-        if len(chosen) >= limit:
-            break
-    return chosen
-
-
 def chains(items: list[OutboxItem]) -> list[list[OutboxItem]]:
     """Rows grouped by order key (in order); a row without a key is a chain of its own."""
     keyed: dict[str, list[OutboxItem]] = {}
@@ -122,8 +103,9 @@ class OutboxPublisher:
 
     async def _due(self, in_flight: set[int]) -> list[OutboxItem]:
         batch = self._limits.outbox_batch_size
-        pending = await self._outbox.pending(batch * LOOKAHEAD + len(in_flight), utc_now())
-        return choose(pending, in_flight, batch)
+        return await self._outbox.next_batch(
+            batch, utc_now(), busy=in_flight, lookahead=batch * LOOKAHEAD
+        )
 
     async def _loop(self) -> None:
         """Keep up to MAX_BATCHES_IN_FLIGHT batches publishing at once: the next batch goes

@@ -45,7 +45,7 @@ class Publish:
 
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
-    """One unconfirmed publish; `due` False while it waits for its next attempt."""
+    """One unconfirmed publish."""
 
     seq: int
     message_id: UUID
@@ -57,7 +57,6 @@ class OutboxItem:
     order_key: str | None
     body: bytes
     attempts: int
-    due: bool
 
     @property
     def key(self) -> tuple[UUID, str]:
@@ -88,12 +87,36 @@ def add(conn: sqlite3.Connection, publishes: Sequence[Publish], now: datetime) -
 
 
 _SELECT_PENDING = (
-    "SELECT o.seq, o.message_id, o.recipient, o.kind, o.type, o.exchange, o.routing_key, "
-    "o.order_key, "
-    "coalesce(o.body, m.envelope), o.attempts, o.next_attempt_at <= ? "
-    "FROM outbox o LEFT JOIN messages m ON o.body IS NULL AND m.id = o.message_id "
-    "WHERE o.confirmed_at IS NULL AND o.abandoned_at IS NULL ORDER BY o.seq LIMIT ?"
+    "SELECT seq, order_key, next_attempt_at <= ? FROM outbox "
+    "WHERE confirmed_at IS NULL AND abandoned_at IS NULL ORDER BY seq LIMIT ?"
 )
+_SELECT_ROW = (
+    "SELECT o.seq, o.message_id, o.recipient, o.kind, o.type, o.exchange, o.routing_key, "
+    "o.order_key, coalesce(o.body, m.envelope), o.attempts "
+    "FROM outbox o LEFT JOIN messages m ON o.body IS NULL AND m.id = o.message_id "
+    "WHERE o.seq = ?"
+)
+
+
+def choose(
+    pending: Sequence[tuple[int, str | None, bool]], busy: set[int], limit: int
+) -> list[int]:
+    """Of the pending rows (seq, order key, due) in outbox order, those to publish now: due,
+    not busy (in flight), and not behind an earlier row of their order key that is busy or
+    waiting for a retry."""
+    held: set[str] = set()
+    chosen: list[int] = []
+    for seq, key, due in pending:
+        if seq in busy or not due:
+            if key is not None:
+                held.add(key)
+            continue
+        if key is not None and key in held:
+            continue
+        chosen.append(seq)
+        if len(chosen) >= limit:
+            break
+    return chosen
 
 
 class Outbox:
@@ -103,22 +126,27 @@ class Outbox:
         self._db = db
         self._audit = audit
 
-    async def pending(self, limit: int, now: datetime) -> list[OutboxItem]:
-        """The oldest unconfirmed rows, due or not, in the order they were written.
+    async def next_batch(
+        self, limit: int, now: datetime, *, busy: set[int], lookahead: int
+    ) -> list[OutboxItem]:
+        """Up to `limit` rows to publish now (see `choose`), looking at the oldest
+        `lookahead` unconfirmed rows, in the order they were written.
 
         A message past its `expires_at` is given up first: its rows are abandoned and the
         message becomes `failed` with reason `message.expired`.
         """
         at = format_utc(now)
+        taken = set(busy)
 
         def run(conn: sqlite3.Connection) -> list[OutboxItem]:
             for (message_id,) in conn.execute(sql.SELECT_EXPIRING, (at,)).fetchall():
                 sql.abandon(conn, message_id, None, "message.expired", at)
-            rows = conn.execute(_SELECT_PENDING, (at, limit)).fetchall()
-            return [
-                OutboxItem(s, UUID(m), r, k, t, x, rk, ok, bytes(b), a, bool(due))
-                for s, m, r, k, t, x, rk, ok, b, a, due in rows
-            ]
+            pending = conn.execute(_SELECT_PENDING, (at, lookahead + len(taken))).fetchall()
+            items = []
+            for seq in choose(pending, taken, limit):
+                s, m, r, k, t, x, rk, ok, b, a = conn.execute(_SELECT_ROW, (seq,)).fetchone()
+                items.append(OutboxItem(s, UUID(m), r, k, t, x, rk, ok, bytes(b), a))
+            return items
 
         return await self._db.call(run)
 

@@ -280,9 +280,31 @@ class CaseUpdates:
         direction: str,
     ) -> list[PreparedUpdate]:
         """Sign the case updates a sent or received message means for this node's networks
-        (empty when its type triggers none or no network follows its case)."""
+        (empty when its type triggers none or no network follows its case).
+
+        Never raises: a failure here must not stop the message itself; it is logged as an
+        error (`case_update.automatic_failed`) and the message goes without its updates.
+        """
         if header.type.value not in _TRIGGERS:
             return []
+        try:
+            return self._prepare_automatic(envelope, header, payload, direction)
+        except Exception:
+            _log.exception(
+                "case_update.automatic_failed",
+                message_id=str(header.id),
+                node=self.node_id,
+                on=direction,
+            )
+            return []
+
+    def _prepare_automatic(
+        self,
+        envelope: Mapping[str, Any],
+        header: Header,
+        payload: BaseModel | None,
+        direction: str,
+    ) -> list[PreparedUpdate]:
         side: Direction = "sent" if direction == "sent" else "received"
         prepared: list[PreparedUpdate] = []
         for network in self.config.member_networks():

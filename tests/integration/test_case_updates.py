@@ -210,3 +210,22 @@ async def test_decisions_and_findings_on_a_followed_case_become_automatic_update
         assert related["assets-identified"][0] == from_outsider["id"]
     assert opened in {i["id"] for i in got}
     assert await held_by(net, OUTSIDER) == []
+
+
+async def test_updates_of_one_case_accepted_one_after_another_arrive_in_that_order(
+    net: DemoNetwork,
+) -> None:
+    """The outbox keeps a sender's order within a case: 30 updates accepted one after
+    another (each with its own routing key's event) are read by a member's subscriber in
+    that order, polling and over SSE."""
+    events = ["opened", "assets-identified", "frozen", *["note"] * 27]
+    sent = [await publish(net, "AL-ARO", event, f"step {i}") for i, event in enumerate(events)]
+    received = await updates_of(net, "RS-PPO", 30)
+    assert [item["id"] for item in received] == sent
+    info = net.layout.nodes["RS-PPO"]
+    streamed: list[str] = []
+    async for item in stream_updates(net.http, info.url, info.token("subscriber"), after=0):
+        streamed.append(item["id"])
+        if len(streamed) == len(sent):
+            break
+    assert streamed == sent

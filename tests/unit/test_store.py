@@ -17,7 +17,6 @@ from exchange.audit.entries import AuditEvent, EntryFields
 from exchange.audit.log import AuditLog
 from exchange.audit.store import setup_schema as setup_audit_schema
 from exchange.gateway.submit import owed_publishes
-from exchange.relay.outbox import choose
 from exchange.storage import outbox
 from exchange.storage.messages import MessageStore, insert_inbox, insert_message, insert_receipt
 from exchange.storage.outbox import Outbox, OutboxItem
@@ -89,13 +88,12 @@ class Node(MessageStore):
         await self.db.call(run)
 
     async def outbox_due(self, limit: int, now: datetime) -> list[OutboxItem]:
-        return choose(await self.outbox.pending(100, now), set(), limit)
+        return await self.outbox.next_batch(limit, now, busy=set(), lookahead=100)
 
     async def _items(self, keys: list[tuple[UUID, str]]) -> list[OutboxItem]:
-        wanted = set(keys)
-        return [
-            i for i in await self.outbox.pending(100, T0 - timedelta(days=9)) if i.key in wanted
-        ]
+        wanted, every = set(keys), T0 + timedelta(days=999)  # every row is due by then
+        rows = await self.outbox.next_batch(100, every, busy=set(), lookahead=100)
+        return [i for i in rows if i.key in wanted]
 
     async def outbox_confirmed(self, keys: list[tuple[UUID, str]], when: datetime) -> None:
         await self.outbox.confirmed(await self._items(keys), when)

@@ -137,7 +137,7 @@ async def test_a_member_publishes_an_update_it_is_stored_once_audited_and_queued
     # copy per recipient on the messages exchange
     assert await member.app[keys.STORE].outbox_depth() == 1
     outbox = Outbox(member.app[keys.DATABASE], member.app[keys.AUDIT].write)
-    (owed,) = await outbox.pending(10, utc_now())
+    (owed,) = await outbox.next_batch(10, utc_now(), busy=set(), lookahead=10)
     assert (str(owed.message_id), owed.kind, owed.recipient, owed.exchange) == (
         update_id,
         "case-update",

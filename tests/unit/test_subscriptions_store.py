@@ -152,19 +152,19 @@ async def test_an_outgoing_update_owes_one_publish_until_confirmed_with_its_entr
     mine = event()
     assert (await node.publish(mine)).new
     assert not (await node.publish(mine)).new  # a repeat: no second row, no second entry
-    (due,) = await node.outbox.pending(10, utc_now())
+    (due,) = await node.outbox.next_batch(10, utc_now(), busy=set(), lookahead=10)
     assert (due.message_id, due.kind, due.recipient) == (mine.id, "case-update", FANOUT)
-    assert (due.exchange, due.routing_key, due.attempts, due.due) == ("cases", ROUTING_KEY, 0, True)
+    assert (due.exchange, due.routing_key, due.attempts) == ("cases", ROUTING_KEY, 0)
     assert due.body == mine.envelope  # the update's own envelope, kept in its row
     later = utc_now() + timedelta(seconds=30)
     await node.outbox.retry([(due, later)])
-    (waiting,) = await node.outbox.pending(10, utc_now())
-    assert not waiting.due and waiting.attempts == 1
-    (retry,) = await node.outbox.pending(10, later)
-    assert retry.due
+    assert await node.outbox.next_batch(10, utc_now(), busy=set(), lookahead=10) == []
+    assert await node.outbox.depth() == 1  # waiting for its retry
+    (retry,) = await node.outbox.next_batch(10, later, busy=set(), lookahead=10)
+    assert retry.attempts == 1
     await node.outbox.confirmed([retry], utc_now())
     assert await node.outbox.depth() == 0
-    assert await node.outbox.pending(10, later) == []
+    assert await node.outbox.next_batch(10, later, busy=set(), lookahead=10) == []
     # the acceptance and the broker's confirm are each audited once, in their transactions
     assert await node.audited() == [("accepted", str(mine.id)), ("confirmed", str(mine.id))]
     confirmed = (await node.audit.entries(1, 1))[0]
