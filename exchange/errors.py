@@ -64,6 +64,12 @@ ERROR_TABLE: dict[str, ErrorSpec] = {
     "service.unavailable": ErrorSpec(503, "The service is not ready"),
     # audit
     "audit.invalid": ErrorSpec(422, "The audit log does not verify"),
+    # the message broker (never a receipt reason: the sender's bus, not its message)
+    "bus.failed": ErrorSpec(503, "The message broker failed the operation"),
+    "bus.publish_failed": ErrorSpec(503, "The broker did not confirm a publish"),
+    "bus.consume_failed": ErrorSpec(503, "A queue cannot be consumed"),
+    # documents
+    "json.not_canonical": ErrorSpec(422, "The document has no RFC 8785 canonical form"),
     # configuration and usage
     "config.invalid": ErrorSpec(400, "The configuration is not valid"),
     "usage": ErrorSpec(400, "Bad usage"),
@@ -122,6 +128,14 @@ class ExchangeError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code}: {self.detail}"
+
+
+class ExchangeValueError(ExchangeError, ValueError):
+    """An `ExchangeError` that older callers still catch as a `ValueError`; its `str()` is
+    the detail alone, as a ValueError's message is (callers quote it in their own text)."""
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 class VerificationError(ExchangeError):
