@@ -54,7 +54,7 @@ async def test_every_envelope_carries_its_senders_checkpoint_and_recipients_keep
         },
     )
     assert first[0] == 202
-    assert (await net.wait_settled("MD-ARO", first[1]["id"]))["status"] == "delivered"
+    assert (await net.wait_settled("MD-ARO", first[1]["id"])).status == "delivered"
     # Each node signs a checkpoint now; what it sends from here on carries it.
     al, rs, md = [await _checkpoint(net, n) for n in ("AL-ARO", "RS-PPO", "MD-ARO")]
 
@@ -72,7 +72,7 @@ async def test_every_envelope_carries_its_senders_checkpoint_and_recipients_keep
         },
     )
     assert status == 202, sent
-    assert (await net.wait_settled("AL-ARO", sent["id"]))["status"] == "delivered"
+    assert (await net.wait_settled("AL-ARO", sent["id"])).status == "delivered"
     update = {
         "type": "case-update",
         "recipients": ["AL-ARO", "RS-PPO"],
