@@ -111,7 +111,7 @@ class GatewayClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the client's own session (a shared one stays open)."""
+        """Close the client's own session (a shared one stays open); it may be used again."""
         if self._owns_session and self._session is not None:
             await self._session.close()
         self._session = None
@@ -434,6 +434,7 @@ class GatewayClient:
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:  # made here: a session belongs to a running event loop
             self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._owns_session = True
         return self._session
 
     def _headers(self, accept: str) -> dict[str, str]:
