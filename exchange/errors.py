@@ -78,6 +78,22 @@ ERROR_TABLE: dict[str, ErrorSpec] = {
 
 RECEIPT_REASONS: frozenset[str] = frozenset(c for c, s in ERROR_TABLE.items() if s.receipt_reason)
 
+_STATUS_CODES = {
+    400: "request.malformed_json",
+    401: "auth.missing",
+    403: "auth.forbidden",
+    404: "not_found",
+    405: "method.not_allowed",
+    413: "request.too_large",
+    415: "request.unsupported_media_type",
+    503: "service.unavailable",
+}
+
+
+def code_of_status(status: int) -> str:
+    """The code of an HTTP error that names none itself (aiohttp's own, or a proxy's)."""
+    return _STATUS_CODES.get(status, "internal" if status >= 500 else "request.invalid")
+
 
 @dataclass(frozen=True, slots=True)
 class FieldError:

@@ -12,7 +12,7 @@ import urllib.parse
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypedDict, TypeVar, Unpack
 from uuid import UUID
 
 import aiohttp
@@ -24,19 +24,7 @@ from exchange.audit.entries import AuditEntry
 from exchange.audit.proofs import ConsistencyProof, InclusionProof
 from exchange.client.problems import GatewayUnreachable, ProblemError
 from exchange.errors import ConfigError, ExchangeError
-from exchange.gateway.api_models import (
-    Accepted,
-    CaseUpdateEvent,
-    CaseUpdatePage,
-    CaseView,
-    Health,
-    InboxItem,
-    InboxPage,
-    MessageView,
-    OverdueView,
-    Readiness,
-    SubmitMessage,
-)
+from exchange.gateway import api_models as api
 from exchange.model.case_update import CaseUpdate
 from exchange.model.common import HandlingCode, MessageType, Priority, Tlp
 from exchange.model.envelope import Handling
@@ -55,6 +43,17 @@ _Model = TypeVar("_Model", bound=BaseModel)
 _Built = TypeVar("_Built")
 Params = Mapping[str, str | int | None]
 PathLike = str | os.PathLike[str]
+
+
+class StreamOptions(TypedDict, total=False):
+    """The options of the case-update streams (see `stream_case_update_documents`)."""
+
+    after: int
+    network: str | None
+    case: str | None
+    heartbeat: int
+    on_connect: Callable[[int], None] | None
+    on_reconnect: Callable[[int, BaseException], None] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,23 +117,23 @@ class GatewayClient:
 
     # -- messages ------------------------------------------------------------------------
 
-    async def submit(self, message: SubmitMessage | Mapping[str, Any]) -> Accepted:
+    async def submit(self, message: api.SubmitMessage | Mapping[str, Any]) -> api.Accepted:
         """`POST /v1/messages`: the gateway signs the message, stores it durably and queues
         it for its recipients. A mapping is sent as given, for the gateway to validate."""
         body = (
             message.model_dump(mode="json", exclude_none=True)
-            if isinstance(message, SubmitMessage)
+            if isinstance(message, api.SubmitMessage)
             else message
         )
-        return await self._typed("POST", "/v1/messages", Accepted, json=body)
+        return await self._typed("POST", "/v1/messages", api.Accepted, json=body)
 
-    async def message(self, message_id: UUID | str) -> MessageView:
+    async def message(self, message_id: UUID | str) -> api.MessageView:
         """A sent message's status, per-recipient delivery and signed receipts."""
-        return await self._typed("GET", f"/v1/messages/{_segment(message_id)}", MessageView)
+        return await self._typed("GET", f"/v1/messages/{_segment(message_id)}", api.MessageView)
 
     async def wait_settled(
         self, message_id: UUID | str, *, within: float = 30.0, interval: float = 0.05
-    ) -> MessageView:
+    ) -> api.MessageView:
         """Poll a sent message until it is delivered, rejected or failed; after `within`
         seconds, its view as it then stands."""
         deadline = time.monotonic() + within
@@ -144,24 +143,24 @@ class GatewayClient:
                 return view
             await asyncio.sleep(interval)
 
-    async def inbox(self, *, after: int = 0, limit: int = 100) -> InboxPage:
+    async def inbox(self, *, after: int = 0, limit: int = 100) -> api.InboxPage:
         """Verified incoming messages after the cursor `after`, oldest first (each one
         returned is audited as delivered to this client's token)."""
         return await self._typed(
-            "GET", "/v1/inbox", InboxPage, params={"after": after, "limit": limit}
+            "GET", "/v1/inbox", api.InboxPage, params={"after": after, "limit": limit}
         )
 
-    async def inbox_item(self, message_id: UUID | str) -> InboxItem:
+    async def inbox_item(self, message_id: UUID | str) -> api.InboxItem:
         """One verified incoming message (audited as delivered to this client's token)."""
-        return await self._typed("GET", f"/v1/inbox/{_segment(message_id)}", InboxItem)
+        return await self._typed("GET", f"/v1/inbox/{_segment(message_id)}", api.InboxItem)
 
-    async def case(self, case: str) -> CaseView:
+    async def case(self, case: str) -> api.CaseView:
         """Every message of a case, in both directions, in time order."""
-        return await self._typed("GET", f"/v1/cases/{_segment(case)}", CaseView)
+        return await self._typed("GET", f"/v1/cases/{_segment(case)}", api.CaseView)
 
-    async def overdue(self) -> OverdueView:
+    async def overdue(self) -> api.OverdueView:
         """Requests past their response deadline: those this node owes, and those owed to it."""
-        return await self._typed("GET", "/v1/overdue", OverdueView)
+        return await self._typed("GET", "/v1/overdue", api.OverdueView)
 
     # -- case updates (prosecutor networks) ----------------------------------------------
 
@@ -172,10 +171,10 @@ class GatewayClient:
         recipients: Sequence[str],
         handling: Handling | None = None,
         priority: Priority = Priority.NORMAL,
-    ) -> Accepted:
+    ) -> api.Accepted:
         """Publish a case update to the other `recipients` of its network (by default
         handled as TLP AMBER, H2, like `exchange send`)."""
-        message = SubmitMessage(
+        message = api.SubmitMessage(
             type=MessageType.CASE_UPDATE,
             recipients=list(recipients),
             case=update.case,
@@ -192,10 +191,11 @@ class GatewayClient:
         limit: int = 100,
         network: str | None = None,
         case: str | None = None,
-    ) -> CaseUpdatePage:
+    ) -> api.CaseUpdatePage:
         """One page of case updates after the cursor `after` (needs a subscriber token)."""
         params = {"after": after, "limit": limit, "network": network, "case": case}
-        return await self._typed("GET", "/v1/subscriptions/events", CaseUpdatePage, params=params)
+        path = "/v1/subscriptions/events"
+        return await self._typed("GET", path, api.CaseUpdatePage, params=params)
 
     async def wait_case_updates(
         self,
@@ -206,10 +206,10 @@ class GatewayClient:
         case: str | None = None,
         within: float = 30.0,
         interval: float = 0.1,
-    ) -> list[CaseUpdateEvent]:
+    ) -> list[api.CaseUpdateEvent]:
         """Poll until `expect` updates after `after` arrived; after `within` seconds, those
         that did."""
-        items: list[CaseUpdateEvent] = []
+        items: list[api.CaseUpdateEvent] = []
         deadline = time.monotonic() + within
         while len(items) < expect and time.monotonic() < deadline:
             page = await self.case_updates(after=after, network=network, case=case)
@@ -220,28 +220,14 @@ class GatewayClient:
         return items
 
     async def stream_case_updates(
-        self,
-        *,
-        after: int = 0,
-        network: str | None = None,
-        case: str | None = None,
-        heartbeat: int = 15,
-        on_connect: Callable[[int], None] | None = None,
-        on_reconnect: Callable[[int, BaseException], None] | None = None,
-    ) -> AsyncGenerator[CaseUpdateEvent, None]:
-        """Every update after `after` as it arrives, forever (see
-        `stream_case_update_documents`)."""
-        documents = self.stream_case_update_documents(
-            after=after,
-            network=network,
-            case=case,
-            heartbeat=heartbeat,
-            on_connect=on_connect,
-            on_reconnect=on_reconnect,
-        )
+        self, **options: Unpack[StreamOptions]
+    ) -> AsyncGenerator[api.CaseUpdateEvent, None]:
+        """Every update after `after` as it arrives, forever: `stream_case_update_documents`
+        (the same options), each parsed into a `CaseUpdateEvent`."""
+        documents = self.stream_case_update_documents(**options)
         async with contextlib.aclosing(documents):
             async for document in documents:
-                yield _parse(CaseUpdateEvent, document, STREAM_PATH)
+                yield _parse(api.CaseUpdateEvent, document, STREAM_PATH)
 
     async def stream_case_update_documents(
         self,
@@ -302,17 +288,7 @@ class GatewayClient:
         """RFC 9162 proof that entry `index` is in the tree of `size` entries (default: all)."""
         path = "/v1/audit/proof/inclusion"
         doc = await self._json("GET", path, params={"index": index, "size": size})
-
-        def build(d: dict[str, Any]) -> InclusionProof:
-            return InclusionProof(
-                index=int(d["index"]),
-                size=int(d["size"]),
-                leaf=bytes.fromhex(d["leaf_hash"]),
-                path=[bytes.fromhex(h) for h in d["path"]],
-                root=bytes.fromhex(d["root"]),
-            )
-
-        return _build(path, build, doc)
+        return _build(path, _inclusion_proof, doc)
 
     async def consistency_proof(
         self, old_size: int, new_size: int | None = None
@@ -321,17 +297,7 @@ class GatewayClient:
         `new_size` (default: all)."""
         path = "/v1/audit/proof/consistency"
         doc = await self._json("GET", path, params={"from": old_size, "to": new_size})
-
-        def build(d: dict[str, Any]) -> ConsistencyProof:
-            return ConsistencyProof(
-                old_size=int(d["from"]),
-                new_size=int(d["to"]),
-                path=[bytes.fromhex(h) for h in d["path"]],
-                old_root=bytes.fromhex(d["from_root"]),
-                new_root=bytes.fromhex(d["to_root"]),
-            )
-
-        return _build(path, build, doc)
+        return _build(path, _consistency_proof, doc)
 
     async def audit_entries(self, start: int = 0, limit: int = 100) -> AuditEntriesPage:
         """Entries from index `start`, each decoded from the exact bytes that were hashed."""
@@ -352,16 +318,16 @@ class GatewayClient:
 
     # -- operations ----------------------------------------------------------------------
 
-    async def health(self) -> Health:
+    async def health(self) -> api.Health:
         """The process is alive (no token needed)."""
-        return await self._typed("GET", "/healthz", Health)
+        return await self._typed("GET", "/healthz", api.Health)
 
-    async def readiness(self) -> Readiness:
+    async def readiness(self) -> api.Readiness:
         """Broker connected and store writable; a `ProblemError` 503 (with
         `problem.checks`) when not."""
-        return await self._typed("GET", "/readyz", Readiness)
+        return await self._typed("GET", "/readyz", api.Readiness)
 
-    async def wait_ready(self, *, within: float = 30.0, interval: float = 0.1) -> Readiness:
+    async def wait_ready(self, *, within: float = 30.0, interval: float = 0.1) -> api.Readiness:
         """Poll readiness until the node is ready; after `within` seconds, raise the last
         refusal (or `GatewayUnreachable`)."""
         deadline = time.monotonic() + within
@@ -474,6 +440,20 @@ def _parse(model: type[_Model], body: bytes | Mapping[str, Any], path: str) -> _
         return model.model_validate(body)
     except ValidationError as err:
         raise _unexpected(path, f"a {model.__name__}", err) from None
+
+
+def _inclusion_proof(doc: dict[str, Any]) -> InclusionProof:
+    leaf, root = bytes.fromhex(doc["leaf_hash"]), bytes.fromhex(doc["root"])
+    return InclusionProof(int(doc["index"]), int(doc["size"]), leaf, _hashes(doc), root)
+
+
+def _consistency_proof(doc: dict[str, Any]) -> ConsistencyProof:
+    old, new = bytes.fromhex(doc["from_root"]), bytes.fromhex(doc["to_root"])
+    return ConsistencyProof(int(doc["from"]), int(doc["to"]), _hashes(doc), old, new)
+
+
+def _hashes(doc: dict[str, Any]) -> list[bytes]:
+    return [bytes.fromhex(h) for h in doc["path"]]
 
 
 def _build(path: str, build: Callable[[dict[str, Any]], _Built], doc: Any) -> _Built:

@@ -10,19 +10,8 @@ import aiohttp
 import orjson
 from pydantic import ValidationError
 
-from exchange.errors import ERROR_TABLE, ErrorSpec, ExchangeError, FieldError
+from exchange.errors import ERROR_TABLE, ErrorSpec, ExchangeError, FieldError, code_of_status
 from exchange.gateway.api_models import ProblemDetails
-
-# The code of an error answer that is not a problem document (a proxy's, say).
-_STATUS_CODES = {
-    401: "auth.missing",
-    403: "auth.forbidden",
-    404: "not_found",
-    405: "method.not_allowed",
-    413: "request.too_large",
-    415: "request.unsupported_media_type",
-    503: "service.unavailable",
-}
 
 
 class ProblemError(ExchangeError):
@@ -78,7 +67,7 @@ def _problem_of(status: int, body: Any) -> ProblemDetails:
         known = {k: v for k, v in body.items() if k in ProblemDetails.model_fields}
         with contextlib.suppress(ValidationError):
             return ProblemDetails.model_validate(known)
-    code = _STATUS_CODES.get(status, "internal" if status >= 500 else "request.invalid")
+    code = code_of_status(status)
     title = ERROR_TABLE[code].title
     text = body if isinstance(body, str) else "" if body is None else orjson.dumps(body).decode()
     return ProblemDetails(

@@ -27,6 +27,8 @@ from exchange.errors import ExchangeError
 from exchange.gateway.api_models import SubmitMessage
 from exchange.gateway.app import create_app
 from exchange.model.case_update import CaseUpdate
+from exchange.model.common import HandlingCode, MessageType, Priority, Tlp
+from exchange.model.envelope import Handling
 from exchange.network import NetworkLayout, init_network_dir
 from exchange.transport.memory import MemoryBroker, MemoryBus
 from exchange.transport.topology import Topology
@@ -71,19 +73,17 @@ async def nodes(tmp_path: Path) -> AsyncIterator[Nodes]:
             await bus.close()
 
 
-def inquiry(**changes: object) -> SubmitMessage:
-    payload = json.loads(
-        sorted((EXAMPLES / "asset-inquiry" / "valid").glob("*.json"))[0].read_text()
+def inquiry() -> SubmitMessage:
+    """An urgent asset inquiry to RS-PPO, built as an integrator builds one."""
+    example = sorted((EXAMPLES / "asset-inquiry" / "valid").glob("*.json"))[0]
+    return SubmitMessage(
+        type=MessageType.ASSET_INQUIRY,
+        recipients=["RS-PPO"],
+        case=CASE,
+        priority=Priority.URGENT,
+        handling=Handling(tlp=Tlp.AMBER, code=HandlingCode.H2),
+        payload=json.loads(example.read_text(encoding="utf-8")),
     )
-    fields = {
-        "type": "asset-inquiry",
-        "recipients": ["RS-PPO"],
-        "case": CASE,
-        "priority": "urgent",
-        "handling": {"tlp": "AMBER", "code": "H2"},
-        "payload": payload,
-    }
-    return SubmitMessage.model_validate({**fields, **changes})
 
 
 def update(event: str, summary: str) -> CaseUpdate:
@@ -164,12 +164,8 @@ async def test_case_updates_arrive_over_the_stream_in_order_and_resume_after_a_c
             await publisher.submit_case_update(
                 update(event, f"Case {event}."), recipients=["RS-PPO"]
             )
-        seen = []
         async with asyncio.timeout(10):
-            async for item in stream:
-                seen.append(item)
-                if len(seen) == len(events):
-                    break
+            seen = [await anext(stream) for _ in events]
         await stream.aclose()
         assert [i.update["event"] for i in seen] == events
         assert all((i.sender, i.direction, i.case) == ("AL-ARO", "in", CASE) for i in seen)
