@@ -1,8 +1,9 @@
 """`exchange send` and `exchange inbox`: a contact point's command-line client of its gateway.
 
 The token comes from `--token` or, better (it stays out of the process list), from the
-`EXCHANGE_TOKEN` environment variable. A refusal prints the problem's code, detail and
-field errors and exits 1; unreadable input exits 2.
+`EXCHANGE_TOKEN` environment variable; an HTTPS gateway needs `--ca` (and `--cert`,
+`--key` where it asks for client certificates). A refusal prints the problem's code,
+detail and field errors and exits 1; unreadable input exits 2.
 """
 
 from __future__ import annotations
