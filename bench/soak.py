@@ -47,13 +47,11 @@ import time
 import urllib.parse
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-import aiohttp
+from typing import Any, TypeVar
 
 # The process harness of the fault tests (tests/ is not a package), as tests/fault/conftest.py.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -62,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "fault
 from fault_harness import FINAL_STATES, FaultNetwork, Sent
 from private_broker import free_base_port
 
+from exchange.client import GatewayUnreachable, ProblemError
 from exchange.demo.runner import CASE, amqp_answers
 from exchange.network import init_network_dir
 
@@ -73,6 +72,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = 500  # inbox and update pages read at a time (the API's maximum)
 STATUS_READS = 200  # at most this many GET /v1/messages/{id} per node and poll
 STATUS_AFTER = 0.5  # ask about a message only once it is this old (s)
+
+_T = TypeVar("_T")
 
 
 # --- the broker ------------------------------------------------------------------------
@@ -276,65 +277,53 @@ class Soak:
                 "amount": {"amount": "575460.00", "currency": "EUR"},
             },
         }
-        at = time.monotonic()
-        try:
-            status, doc = await self.net.call(sender, "POST", "/v1/messages", body)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            sent = Sent(sender, 0, None, at, error=f"{type(exc).__name__}: {exc}")
-        else:
-            ok = status == 202
-            sent = Sent(
-                sender, status, str(doc["id"]) if ok else None, at, None if ok else str(doc)
-            )
-        self.updates.append((sent, time.monotonic() - at))
+        sent = await self.net.submit(sender, body)
+        self.updates.append((sent, time.monotonic() - sent.at))
 
     # -- reading, as a contact point does ------------------------------------------------
 
-    async def _get(self, load: NodeLoad, kind: str, path: str, token_role: str) -> Any:
-        info = self.net.layout.nodes[load.node]
-        headers = {"Authorization": f"Bearer {info.token(token_role)}"}
+    async def _get(self, load: NodeLoad, kind: str, read: Awaitable[_T]) -> _T | None:
+        """`read`'s answer; None (counted as a read error) if it was refused or unanswered."""
         load.reads[kind] += 1
         try:
-            async with self.net.http.get(info.url + path, headers=headers) as resp:
-                doc = await resp.json(content_type=None)
-                if resp.status != 200:
-                    load.read_errors[f"{kind} HTTP {resp.status}"] += 1
-                    return None
-                return doc
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            load.read_errors[f"{kind} {type(exc).__name__}"] += 1
-            return None
+            return await read
+        except ProblemError as refused:
+            load.read_errors[f"{kind} HTTP {refused.status}"] += 1
+        except GatewayUnreachable as exc:
+            load.read_errors[f"{kind} {type(exc.error).__name__}"] += 1
+        return None
 
     async def read_inbox(self, load: NodeLoad) -> None:
+        client = self.net.client(load.node)
         while True:
-            page = await self._get(
-                load, "inbox", f"/v1/inbox?after={load.inbox_cursor}&limit={PAGE}", "contact-point"
-            )
-            if not page or not page["items"]:
+            page = await self._get(load, "inbox", client.inbox(after=load.inbox_cursor, limit=PAGE))
+            if not page or not page.items:
                 return
-            load.inbox.update(item["id"] for item in page["items"])
-            load.inbox_cursor = int(page["next"])
+            load.inbox.update(str(item.id) for item in page.items)
+            load.inbox_cursor = page.next
 
     async def read_updates(self, load: NodeLoad) -> None:
+        client = self.net.client(load.node, "subscriber")
         while True:
-            path = f"/v1/subscriptions/events?after={load.updates_cursor}&limit={PAGE}"
-            page = await self._get(load, "updates", path, "subscriber")
-            if not page or not page["items"]:
+            read = client.case_updates(after=load.updates_cursor, limit=PAGE)
+            page = await self._get(load, "updates", read)
+            if not page or not page.items:
                 return
-            load.updates_in.update(i["id"] for i in page["items"] if i["direction"] == "in")
-            load.updates_cursor = int(page["next"])
+            load.updates_in.update(str(i.id) for i in page.items if i.direction == "in")
+            load.updates_cursor = page.next
 
     async def read_statuses(self, load: NodeLoad) -> None:
         due = time.monotonic() - STATUS_AFTER
         ids = [m for m, at in load.pending.items() if at <= due][:STATUS_READS]
         for start in range(0, len(ids), 20):
             chunk = ids[start : start + 20]
+            client = self.net.client(load.node)
             views = await asyncio.gather(
-                *(self._get(load, "status", f"/v1/messages/{m}", "contact-point") for m in chunk)
+                *(self._get(load, "status", client.message(m)) for m in chunk)
             )
             for message_id, view in zip(chunk, views, strict=True):
                 if view is not None:
-                    load.settle(message_id, view)
+                    load.settle(message_id, view.model_dump(mode="json"))
 
     async def poll(self, node: str, stop: asyncio.Event) -> None:
         load = self.loads[node]
@@ -353,9 +342,8 @@ class Soak:
 
     async def metrics_series(self, node: str) -> int | None:
         try:
-            async with self.net.http.get(f"{self.net.nodes[node].url}/metrics") as resp:
-                text = await resp.text()
-        except (aiohttp.ClientError, TimeoutError):
+            text = await self.net.client(node).metrics()
+        except (GatewayUnreachable, ProblemError):
             return None
         return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
 

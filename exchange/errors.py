@@ -64,6 +64,12 @@ ERROR_TABLE: dict[str, ErrorSpec] = {
     "service.unavailable": ErrorSpec(503, "The service is not ready"),
     # audit
     "audit.invalid": ErrorSpec(422, "The audit log does not verify"),
+    # the message broker (never a receipt reason: the sender's bus, not its message)
+    "bus.failed": ErrorSpec(503, "The message broker failed the operation"),
+    "bus.publish_failed": ErrorSpec(503, "The broker did not confirm a publish"),
+    "bus.consume_failed": ErrorSpec(503, "A queue cannot be consumed"),
+    # documents
+    "json.not_canonical": ErrorSpec(422, "The document has no RFC 8785 canonical form"),
     # configuration and usage
     "config.invalid": ErrorSpec(400, "The configuration is not valid"),
     "usage": ErrorSpec(400, "Bad usage"),
@@ -71,6 +77,22 @@ ERROR_TABLE: dict[str, ErrorSpec] = {
 }
 
 RECEIPT_REASONS: frozenset[str] = frozenset(c for c, s in ERROR_TABLE.items() if s.receipt_reason)
+
+_STATUS_CODES = {
+    400: "request.malformed_json",
+    401: "auth.missing",
+    403: "auth.forbidden",
+    404: "not_found",
+    405: "method.not_allowed",
+    413: "request.too_large",
+    415: "request.unsupported_media_type",
+    503: "service.unavailable",
+}
+
+
+def code_of_status(status: int) -> str:
+    """The code of an HTTP error that names none itself (aiohttp's own, or a proxy's)."""
+    return _STATUS_CODES.get(status, "internal" if status >= 500 else "request.invalid")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +144,14 @@ class ExchangeError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code}: {self.detail}"
+
+
+class ExchangeValueError(ExchangeError, ValueError):
+    """An `ExchangeError` that older callers still catch as a `ValueError`; its `str()` is
+    the detail alone, as a ValueError's message is (callers quote it in their own text)."""
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 class VerificationError(ExchangeError):

@@ -1,8 +1,9 @@
 """`exchange send` and `exchange inbox`: a contact point's command-line client of its gateway.
 
 The token comes from `--token` or, better (it stays out of the process list), from the
-`EXCHANGE_TOKEN` environment variable. A refusal prints the problem's code, detail and
-field errors and exits 1; unreadable input exits 2.
+`EXCHANGE_TOKEN` environment variable; an HTTPS gateway needs `--ca` (and `--cert`,
+`--key` where it asks for client certificates). A refusal prints the problem's code,
+detail and field errors and exits 1; unreadable input exits 2.
 """
 
 from __future__ import annotations
@@ -12,21 +13,22 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
-
-import aiohttp
+from typing import Any, TypeVar
 
 from exchange.cli import EXIT_CHECK_FAILED, EXIT_OK
+from exchange.client import GatewayClient, GatewayUnreachable, ProblemError
 from exchange.errors import ExchangeError
-from exchange.model.common import HandlingCode, MessageType, Priority, Tlp
+from exchange.model.common import HandlingCode, MessageType, Priority, Tlp, format_utc
 
-TIMEOUT = aiohttp.ClientTimeout(total=60)
+TIMEOUT_SECONDS = 60.0
+_T = TypeVar("_T")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     send = sub.add_parser("send", help="send a message through a gateway")
-    _common(send)
+    add_gateway_options(send)
     send.add_argument(
         "--type",
         required=True,
@@ -43,23 +45,35 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     send.set_defaults(func=run_send)
 
     inbox = sub.add_parser("inbox", help="list the verified messages a gateway received")
-    _common(inbox)
+    add_gateway_options(inbox)
     inbox.add_argument("--after", type=int, default=0, metavar="CURSOR")
     inbox.add_argument("--limit", type=int, default=100)
     inbox.add_argument("--json", action="store_true", help="print the page as JSON")
     inbox.set_defaults(func=run_inbox)
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def add_gateway_options(parser: argparse.ArgumentParser, kind: str = "bearer") -> None:
+    """--url, --token and the HTTPS options of a command that talks to a gateway."""
     parser.add_argument("--url", required=True, help="the gateway, e.g. http://127.0.0.1:8101")
-    parser.add_argument("--token", help="bearer token (default: $EXCHANGE_TOKEN)")
+    parser.add_argument("--token", help=f"{kind} token (default: $EXCHANGE_TOKEN)")
+    parser.add_argument("--ca", type=Path, help="HTTPS: the CA of the gateway's certificate")
+    parser.add_argument("--cert", type=Path, help="HTTPS: a client certificate, if asked for")
+    parser.add_argument("--key", type=Path, help="HTTPS: the client certificate's key")
 
 
-def _token(args: argparse.Namespace) -> str:
+def gateway_client(args: argparse.Namespace) -> GatewayClient:
+    """The client of `--url`, with the token of `--token` or `$EXCHANGE_TOKEN`."""
     token = args.token or os.environ.get("EXCHANGE_TOKEN")
     if not token:
         raise ExchangeError("give --token or set EXCHANGE_TOKEN", code="usage")
-    return str(token)
+    return GatewayClient(
+        args.url,
+        str(token),
+        ca_file=args.ca,
+        cert_file=args.cert,
+        key_file=args.key,
+        timeout=TIMEOUT_SECONDS,
+    )
 
 
 def _read_payload(name: str) -> Any:
@@ -73,40 +87,33 @@ def _read_payload(name: str) -> Any:
         raise ExchangeError(f"{name} is not JSON: {exc}", code="usage") from None
 
 
-def _print_problem(status: int, body: Any) -> None:
-    if isinstance(body, dict) and "code" in body:
-        print(f"refused ({status}) {body['code']}: {body.get('detail', '')}", file=sys.stderr)
-        for error in body.get("errors") or []:
-            print(f"  {error.get('path', '/')}: {error.get('message', '')}", file=sys.stderr)
+def _print_problem(err: ProblemError) -> None:
+    if isinstance(err.body, dict) and "code" in err.body:
+        print(f"refused ({err.status}) {err.code}: {err.detail}", file=sys.stderr)
+        for error in err.errors:
+            print(f"  {error.path}: {error.message}", file=sys.stderr)
     else:
-        print(f"refused ({status}): {body}", file=sys.stderr)
+        print(f"refused ({err.status}): {err.body}", file=sys.stderr)
 
 
-async def _call(
-    method: str, url: str, token: str, body: Any = None, params: dict[str, str] | None = None
-) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-    async with (
-        aiohttp.ClientSession(timeout=TIMEOUT) as session,
-        session.request(method, url, json=body, params=params, headers=headers) as response,
-    ):
-        text = await response.text()
-        try:
-            return response.status, json.loads(text) if text else None
-        except ValueError:
-            return response.status, text
+def _run(client: GatewayClient, call: Callable[[GatewayClient], Awaitable[_T]]) -> _T | None:
+    """`call(client)`; None once a refusal or an unreachable gateway has been reported."""
 
+    async def main() -> _T:
+        async with client:
+            return await call(client)
 
-def _run(method: str, url: str, token: str, **kwargs: Any) -> tuple[int, Any] | None:
     try:
-        return asyncio.run(_call(method, url, token, **kwargs))
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        print(f"cannot reach {url}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return None
+        return asyncio.run(main())
+    except ProblemError as err:
+        _print_problem(err)
+    except GatewayUnreachable as err:
+        print(f"cannot reach {err.url}: {err.detail}", file=sys.stderr)
+    return None
 
 
 def run_send(args: argparse.Namespace) -> int:
-    token = _token(args)
+    client = gateway_client(args)
     body: dict[str, Any] = {
         "type": args.type,
         "recipients": [n.strip() for n in args.to.split(",") if n.strip()],
@@ -119,35 +126,30 @@ def run_send(args: argparse.Namespace) -> int:
         body["in_reply_to"] = args.in_reply_to
     if args.expires_at:
         body["expires_at"] = args.expires_at
-    result = _run("POST", f"{args.url.rstrip('/')}/v1/messages", token, body=body)
-    if result is None:
+    accepted = _run(client, lambda gateway: gateway.submit(body))
+    if accepted is None:
         return EXIT_CHECK_FAILED
-    status, answer = result
-    if status != 202 or not isinstance(answer, dict):
-        _print_problem(status, answer)
-        return EXIT_CHECK_FAILED
-    print(f"{answer['id']} {answer['status']}")
+    print(f"{accepted.id} {accepted.status}")
     return EXIT_OK
 
 
 def run_inbox(args: argparse.Namespace) -> int:
-    token = _token(args)
-    params = {"after": str(args.after), "limit": str(args.limit)}
-    result = _run("GET", f"{args.url.rstrip('/')}/v1/inbox", token, params=params)
-    if result is None:
-        return EXIT_CHECK_FAILED
-    status, page = result
-    if status != 200 or not isinstance(page, dict):
-        _print_problem(status, page)
-        return EXIT_CHECK_FAILED
-    if args.json:
-        print(json.dumps(page, indent=2, ensure_ascii=False))
+    client = gateway_client(args)
+    if args.json:  # the page as sent: its envelopes are the exact signed JSON
+        params = {"after": args.after, "limit": args.limit}
+        answer = _run(client, lambda gateway: gateway.request("GET", "/v1/inbox", params=params))
+        if answer is None:
+            return EXIT_CHECK_FAILED
+        print(json.dumps(answer[1], indent=2, ensure_ascii=False))
         return EXIT_OK
-    for item in page["items"]:
-        reply = f" re {item['in_reply_to']}" if item.get("in_reply_to") else ""
+    page = _run(client, lambda gateway: gateway.inbox(after=args.after, limit=args.limit))
+    if page is None:
+        return EXIT_CHECK_FAILED
+    for item in page.items:
+        reply = f" re {item.in_reply_to}" if item.in_reply_to else ""
         print(
-            f"{item['cursor']:>6}  {item['received_at']}  {item['sender']:<12} "
-            f"{item['type']:<30} {item['case']}  {item['id']}{reply}"
+            f"{item.cursor:>6}  {format_utc(item.received_at)}  {item.sender:<12} "
+            f"{item.type:<30} {item.case}  {item.id}{reply}"
         )
-    print(f"next: {page['next']}")
+    print(f"next: {page.next}")
     return EXIT_OK

@@ -17,6 +17,7 @@ from exchange.config import NodeConfig
 from exchange.errors import ExchangeError
 from exchange.gateway.app import create_app
 from exchange.log import get_logger
+from exchange.transport.bus import BusError
 from exchange.transport.tls import https_server_context
 
 SHUTDOWN_TIMEOUT_SECONDS = 10.0
@@ -62,11 +63,17 @@ def run_node(args: argparse.Namespace) -> int:
             access_log=None,
             handle_signals=True,
         )
+    except BusError as exc:  # a broker failure is a failed run, not bad input
+        return _failed(config.node_id, exc)
     except ExchangeError:
         raise
     except Exception as exc:  # the port is taken, the broker is unreachable, ...
-        _log.error("node.failed", node=config.node_id, error=f"{type(exc).__name__}: {exc}")
-        print(f"node {config.node_id} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_CHECK_FAILED
+        return _failed(config.node_id, exc)
     _log.info("node.stopped", node=config.node_id)
     return EXIT_OK
+
+
+def _failed(node_id: str, exc: Exception) -> int:
+    _log.error("node.failed", node=node_id, error=f"{type(exc).__name__}: {exc}")
+    print(f"node {node_id} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return EXIT_CHECK_FAILED

@@ -10,14 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 
-import aiohttp
-
 from exchange.cli import EXIT_CHECK_FAILED, EXIT_OK
+from exchange.cli.client import add_gateway_options, gateway_client
+from exchange.client import GatewayClient, ProblemError
 from exchange.errors import ExchangeError
-from exchange.subscriptions.client import SubscriptionRefused, format_update, stream_updates
+from exchange.gateway.api_models import CaseUpdateEvent
+from exchange.model.common import format_utc
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,8 +26,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="print a gateway's case updates as they arrive",
         description="Follows GET /v1/subscriptions/stream until interrupted (or --count).",
     )
-    parser.add_argument("--url", required=True, help="the gateway, e.g. http://127.0.0.1:8101")
-    parser.add_argument("--token", help="a subscriber token (default: $EXCHANGE_TOKEN)")
+    add_gateway_options(parser, kind="a subscriber")
     parser.add_argument("--case", help="only this case's updates")
     parser.add_argument("--network", help="only this prosecutor network's updates")
     parser.add_argument(
@@ -39,40 +38,42 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_subscribe(args: argparse.Namespace) -> int:
-    token = args.token or os.environ.get("EXCHANGE_TOKEN")
-    if not token:
-        raise ExchangeError("give --token or set EXCHANGE_TOKEN", code="usage")
+    client = gateway_client(args)
     if args.count is not None and args.count < 1:
         raise ExchangeError("--count must be at least 1", code="usage")
     if args.after < 0:
         raise ExchangeError("--after must not be negative", code="usage")
     try:
-        asyncio.run(_follow(args, str(token)))
-    except SubscriptionRefused as refused:
+        asyncio.run(_follow(args, client))
+    except ProblemError as refused:
         print(f"refused: {refused}", file=sys.stderr)
         return EXIT_CHECK_FAILED
     return EXIT_OK
 
 
-async def _follow(args: argparse.Namespace, token: str) -> None:
+async def _follow(args: argparse.Namespace, client: GatewayClient) -> None:
     def lost(cursor: int, error: BaseException) -> None:
         print(f"connection lost ({type(error).__name__}); resuming after {cursor}", file=sys.stderr)
 
     seen = 0
-    async with aiohttp.ClientSession() as session:
-        async for item in stream_updates(
-            session,
-            args.url,
-            token,
-            after=args.after,
-            network=args.network,
-            case=args.case,
-            on_reconnect=lost,
+    async with client:
+        # the documents as sent: --json prints each envelope as the exact signed JSON
+        async for document in client.stream_case_update_documents(
+            after=args.after, network=args.network, case=args.case, on_reconnect=lost
         ):
             if args.json:
-                print(json.dumps(item, ensure_ascii=False), flush=True)
+                print(json.dumps(document, ensure_ascii=False), flush=True)
             else:
-                print(format_update(item), flush=True)
+                print(format_update(CaseUpdateEvent.model_validate(document)), flush=True)
             seen += 1
             if args.count is not None and seen >= args.count:
                 return
+
+
+def format_update(item: CaseUpdateEvent) -> str:
+    """One line per update: cursor, time, network, case, event, sender, summary."""
+    summary = str(item.update.get("summary", ""))
+    return (
+        f"{item.cursor:>6}  {format_utc(item.received_at)}  {item.network:<12} {item.case:<16} "
+        f"{item.event:<18} {item.sender:<10} {summary}"
+    )

@@ -13,6 +13,8 @@ from typing import Any
 import orjson
 import rfc8785
 
+from exchange.errors import ExchangeValueError
+
 __all__ = [
     "CanonicalizationError",
     "canonicalize",
@@ -27,9 +29,11 @@ _FAST_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 _BMP_MAX = "\uffff"
 
 
-class CanonicalizationError(ValueError):
+class CanonicalizationError(ExchangeValueError):
     """The document has no RFC 8785 form: NaN or infinity, an integer beyond ±(2**53 - 1),
     a lone surrogate, a non-string object key, a value that is not JSON, or too deep."""
+
+    code = "json.not_canonical"
 
 
 def canonicalize(doc: Any) -> bytes:

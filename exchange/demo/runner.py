@@ -24,22 +24,24 @@ from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import aiohttp
-import orjson
 from aiohttp import web
 
 from exchange.audit.stream import replay_stream
 from exchange.audit.verifier import verify_log
+from exchange.cli.subscribe import format_update
+from exchange.client import GatewayClient, ProblemError
 from exchange.config import DEFAULT_AMQP_URL
 from exchange.crypto.signing import encode_envelope
 from exchange.crypto.verify import TrustStore, VerificationPolicy, verify_envelope
 from exchange.errors import ExchangeError
 from exchange.gateway import keys
+from exchange.gateway.api_models import MessageView, RecipientView
 from exchange.gateway.app import create_app
+from exchange.model.case_update import CaseUpdate
 from exchange.network import NetworkLayout, init_network_dir
-from exchange.subscriptions.client import receive_updates
 from exchange.transport.bus import Bus, Outgoing
 from exchange.transport.memory import MemoryBus
 from exchange.transport.provision import delete_topology
@@ -167,14 +169,15 @@ def free_base_port(count: int) -> int:
 
 
 class DemoNetwork:
-    """The nodes' gateways running in this process, and a client for their HTTP APIs."""
+    """The nodes' gateways running in this process, and clients of their HTTP APIs."""
 
     def __init__(self, layout: NetworkLayout, bus: Bus | None) -> None:
         self.layout = layout
         self.shared_bus = bus
         self.runners: dict[str, web.AppRunner] = {}
         self.apps: dict[str, web.Application] = {}
-        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        self._clients: dict[tuple[str, str], GatewayClient] = {}
 
     async def start(self) -> None:
         if self.shared_bus is not None:
@@ -187,49 +190,41 @@ class DemoNetwork:
             await web.TCPSite(runner, config.listen_host, config.listen_port).start()
             self.runners[node] = runner
             self.apps[node] = app
-            await self._wait_ready(info.url)
-
-    async def _wait_ready(self, url: str) -> None:
-        deadline = time.monotonic() + STEP_TIMEOUT
-        while time.monotonic() < deadline:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with self.http.get(f"{url}/readyz") as resp:
-                    if resp.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-        raise ExchangeError(f"the node at {url} did not become ready", code="service.unavailable")
+            try:
+                await self.client(node).wait_ready(within=STEP_TIMEOUT)
+            except ExchangeError:
+                raise ExchangeError(
+                    f"the node at {info.url} did not become ready", code="service.unavailable"
+                ) from None
 
     async def stop(self) -> None:
-        await self.http.close()
+        await self._session.close()
         for runner in reversed(list(self.runners.values())):
             await runner.cleanup()
         if self.shared_bus is not None:
             await self.shared_bus.close()
 
-    def _auth(self, node: str, role: str = "contact-point") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.layout.nodes[node].token(role)}"}
+    def client(self, node: str, role: str = "contact-point") -> GatewayClient:
+        """A client of `node`'s gateway with its token for `role` (one connection pool)."""
+        key = (node, role)
+        if key not in self._clients:
+            info = self.layout.nodes[node]
+            self._clients[key] = GatewayClient(info.url, info.token(role), session=self._session)
+        return self._clients[key]
 
     async def call(
         self, node: str, method: str, path: str, body: Any = None, role: str = "contact-point"
     ) -> tuple[int, Any]:
-        url = self.layout.nodes[node].url + path
-        data = None if body is None else orjson.dumps(body)
-        headers = self._auth(node, role)
-        if data is not None:
-            headers["Content-Type"] = "application/json"
-        async with self.http.request(method, url, data=data, headers=headers) as resp:
-            return resp.status, await resp.json(content_type=None)
+        """Any route, answered or refused: the status and the document (for checks of
+        refusals and of routes as sent)."""
+        try:
+            return await self.client(node, role).request(method, path, json=body)
+        except ProblemError as refused:
+            return refused.status, refused.body
 
-    async def wait_settled(self, node: str, message_id: str) -> dict[str, Any]:
+    async def wait_settled(self, node: str, message_id: str | UUID) -> MessageView:
         """Poll the sender until the message is delivered, rejected or failed."""
-        deadline = time.monotonic() + STEP_TIMEOUT
-        view: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            status, view = await self.call(node, "GET", f"/v1/messages/{message_id}")
-            if status == 200 and view["status"] in ("delivered", "rejected", "failed"):
-                return view
-            await asyncio.sleep(0.05)
-        return view
+        return await self.client(node).wait_settled(message_id, within=STEP_TIMEOUT)
 
 
 async def run_demo(
@@ -292,38 +287,34 @@ async def open_case(network: DemoNetwork, result: DemoResult, out: Printer) -> N
     follows it, and freeze decisions and findings become case updates automatically."""
     out("")
     out(f"Case {CASE}: AL-ARO tells the prosecutor network {PROSECUTOR_NETWORK!r} it is open")
-    body = {
-        "type": "case-update",
-        "recipients": [n for n in NODES if n != "AL-ARO"],
-        "case": CASE,
-        "priority": "normal",
-        "handling": {"tlp": "AMBER", "code": "H2"},
-        "payload": {
+    opened = CaseUpdate.model_validate(
+        {
             "case": CASE,
             "network": PROSECUTOR_NETWORK,
             "event": "opened",
             "summary": "Albania opened a joint asset-recovery case with Serbia and Moldova.",
-        },
-    }
-    status, answer = await network.call("AL-ARO", "POST", "/v1/messages", body)
-    out(f"  case update {answer.get('id', '-')}: HTTP {status}")
-    result.checks.append(("case opened on the prosecutor network", status == 202))
+        }
+    )
+    recipients = [n for n in NODES if n != "AL-ARO"]
+    try:
+        accepted = await network.client("AL-ARO").submit_case_update(opened, recipients=recipients)
+    except ProblemError as refused:
+        out(f"  case update -: HTTP {refused.status}")
+        result.checks.append(("case opened on the prosecutor network", False))
+        return
+    out(f"  case update {accepted.id}: HTTP 202")
+    result.checks.append(("case opened on the prosecutor network", True))
 
 
 async def follow_case(network: DemoNetwork, result: DemoResult, out: Printer) -> None:
     """MD-ARO's subscriber (a prosecutor following the network) sees the case unfold."""
     out("")
     out(f"MD-ARO's subscriber follows {PROSECUTOR_NETWORK!r} (Server-Sent Events / polling):")
-    info = network.layout.nodes["MD-ARO"]
-    items = await receive_updates(
-        info.url,
-        info.token("subscriber"),
-        expect=3,
-        out=lambda line: out(f"  {line}"),
-        network=PROSECUTOR_NETWORK,
-        session=network.http,
-    )
-    events = [item["update"]["event"] for item in items]
+    subscriber = network.client("MD-ARO", "subscriber")
+    items = await subscriber.wait_case_updates(3, network=PROSECUTOR_NETWORK)
+    for item in items:
+        out(f"    {format_update(item)}")
+    events = [item.update["event"] for item in items]
     result.checks.append(
         (
             "MD-ARO's subscriber received the case updates",
@@ -348,66 +339,63 @@ async def play(network: DemoNetwork, result: DemoResult, out: Printer) -> None:
         }
         if step.replies_to is not None:
             body["in_reply_to"] = sent[step.replies_to]
-        status, answer = await network.call(step.sender, "POST", "/v1/messages", body)
-        if status != 202:
-            out(f"  refused: HTTP {status} {answer}")
+        try:
+            accepted = await network.client(step.sender).submit(body)
+        except ProblemError as refused:
+            out(f"  refused: HTTP {refused.status} {refused.body}")
             result.checks.append((f"step {number} accepted", False))
             sent.append("")
             continue
-        message_id = answer["id"]
+        message_id = str(accepted.id)
         sent.append(message_id)
         out(f"  {step.sender} -> {', '.join(step.recipients)}: {step.type} {message_id}")
         out("  202 accepted; waiting for receipts ...")
         view = await network.wait_settled(step.sender, message_id)
-        delivered = view.get("status") == "delivered"
-        out(
-            f"  status: {view.get('status')}"
-            + (f" ({view.get('reason')})" if view.get("reason") else "")
-        )
+        delivered = view.status == "delivered"
+        out(f"  status: {view.status}" + (f" ({view.reason})" if view.reason else ""))
         result.checks.append((f"step {number} delivered", delivered))
-        for delivery in view.get("deliveries", []):
+        for delivery in view.deliveries:
             result.checks.append(
                 (
-                    f"step {number} receipt from {delivery['recipient']}",
+                    f"step {number} receipt from {delivery.recipient}",
                     _check_receipt(delivery, view, trust, out),
                 )
             )
             result.checks.append(
                 (
-                    f"step {number} in {delivery['recipient']}'s inbox",
-                    await _check_inbox(
-                        network, delivery["recipient"], message_id, view["digest"], out
-                    ),
+                    f"step {number} in {delivery.recipient}'s inbox",
+                    await _check_inbox(network, delivery.recipient, message_id, view.digest, out),
                 )
             )
 
 
 def _check_receipt(
-    delivery: dict[str, Any], view: dict[str, Any], trust: TrustStore, out: Printer
+    delivery: RecipientView, view: MessageView, trust: TrustStore, out: Printer
 ) -> bool:
-    receipt = delivery.get("receipt")
+    receipt = delivery.receipt
     if receipt is None:
-        out(f"  {delivery['recipient']}: no receipt ({delivery['state']})")
+        out(f"  {delivery.recipient}: no receipt ({delivery.state})")
         return False
-    envelope = receipt["envelope"]
+    # The nodes write envelopes in the canonical form, so the parsed receipt is what was signed.
+    envelope = receipt.envelope.model_dump(mode="json", by_alias=True)
     try:
         verified = verify_envelope(
             encode_envelope(envelope), VerificationPolicy(trust=trust, max_skew=timedelta(hours=1))
         )
     except ExchangeError as err:
-        out(f"  {delivery['recipient']}: receipt does NOT verify: {err}")
+        out(f"  {delivery.recipient}: receipt does NOT verify: {err}")
         return False
     payload = verified.raw["payload"]
-    same_digest = payload["digest"] == view["digest"]
-    by_recipient = verified.envelope.header.sender == delivery["recipient"]
+    same_digest = payload["digest"] == view.digest
+    by_recipient = verified.envelope.header.sender == delivery.recipient
     ok = bool(
         same_digest
         and by_recipient
         and payload["outcome"] == "accepted"
-        and payload["message_id"] == view["id"]
+        and payload["message_id"] == str(view.id)
     )
     out(
-        f"  receipt from {delivery['recipient']}: {payload['outcome']}, "
+        f"  receipt from {delivery.recipient}: {payload['outcome']}, "
         f"signed by {verified.envelope.header.sender} (kid {envelope['signature']['kid'][:12]}…), "
         f"digest {'matches' if same_digest else 'DIFFERS'} {payload['digest'][:16]}…, "
         f"received {payload['received_at']}"
@@ -418,11 +406,15 @@ def _check_receipt(
 async def _check_inbox(
     network: DemoNetwork, node: str, message_id: str, digest: str, out: Printer
 ) -> bool:
-    status, item = await network.call(node, "GET", f"/v1/inbox/{message_id}")
-    ok = status == 200 and item.get("digest") == digest
-    if not ok:
-        out(f"  {node}'s inbox: HTTP {status}, not the message sent")
-    return ok
+    try:
+        item = await network.client(node).inbox_item(message_id)
+    except ProblemError as refused:
+        out(f"  {node}'s inbox: HTTP {refused.status}, not the message sent")
+        return False
+    if item.digest != digest:
+        out(f"  {node}'s inbox: HTTP 200, not the message sent")
+        return False
+    return True
 
 
 async def tampering(network: DemoNetwork, result: DemoResult, out: Printer) -> str | None:
@@ -430,17 +422,20 @@ async def tampering(network: DemoNetwork, result: DemoResult, out: Printer) -> s
     out("")
     out("Tampering: a copy of the freeze notice with its first IBAN changed is put on the broker")
     sender, recipient = "AL-ARO", "RS-PPO"
-    status, case = await network.call(sender, "GET", f"/v1/cases/{CASE}")
-    notices = [m for m in case.get("messages", []) if m["type"] == "freeze-notice"]
-    if status != 200 or not notices:
+    try:
+        case = await network.client(sender).case(CASE)
+    except ProblemError:
+        case = None
+    notices = [m for m in case.messages if m.type == "freeze-notice"] if case else []
+    if not notices:
         result.checks.append(("tampered copy refused", False))
         return None
-    _, view = await network.call(sender, "GET", f"/v1/messages/{notices[0]['id']}")
-    forged = json.loads(json.dumps(view["envelope"]))
+    view = await network.client(sender).message(notices[0].id)
+    forged = view.envelope.model_dump(mode="json", by_alias=True)
     forged["header"]["id"] = str(uuid4())  # a "new" message, so only the signature can tell
     text = json.dumps(forged["payload"], ensure_ascii=False)
     forged["payload"] = json.loads(text.replace("RS35", "RS99", 1) if "RS35" in text else text + "")
-    if forged["payload"] == view["envelope"]["payload"]:
+    if forged["payload"] == view.envelope.payload:
         forged["payload"]["instructions"] = "Release all frozen funds."
     app = network.apps[recipient]
     bus = app[keys.BUS]
@@ -468,13 +463,17 @@ async def tampering(network: DemoNetwork, result: DemoResult, out: Printer) -> s
         )
         await asyncio.sleep(0.05)
     ok = refused is not None and refused.code == "signature.invalid"
-    _, inbox_item = await network.call(recipient, "GET", f"/v1/inbox/{forged['header']['id']}")
+    try:
+        await network.client(recipient).inbox_item(forged["header"]["id"])
+        absent = False
+    except ProblemError as answer:
+        absent = answer.code == "not_found"
     out(
         f"  {recipient} refused it: {refused.code if refused else 'NOT REFUSED'}; "
         f"audited as entry {refused.index if refused else '-'}; not in its inbox: "
-        f"{'yes' if 'id' not in inbox_item else 'NO'}"
+        f"{'yes' if absent else 'NO'}"
     )
-    result.checks.append(("tampered copy refused", ok and "id" not in inbox_item))
+    result.checks.append(("tampered copy refused", ok and absent))
     return str(forged["header"]["id"])
 
 

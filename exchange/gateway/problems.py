@@ -15,22 +15,11 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from exchange.errors import ERROR_TABLE, ExchangeError, Problem
+from exchange.errors import ERROR_TABLE, ExchangeError, Problem, code_of_status
 from exchange.gateway import keys
 from exchange.log import get_logger
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
-
-_HTTP_CODES = {
-    400: "request.malformed_json",
-    401: "auth.missing",
-    403: "auth.forbidden",
-    404: "not_found",
-    405: "method.not_allowed",
-    413: "request.too_large",
-    415: "request.unsupported_media_type",
-    503: "service.unavailable",
-}
 
 _log = get_logger(__name__)
 
@@ -49,7 +38,7 @@ def error_problem(err: ExchangeError) -> dict[str, Any]:
 
 
 def _http_problem(exc: web.HTTPException) -> dict[str, Any]:
-    code = _HTTP_CODES.get(exc.status, "internal" if exc.status >= 500 else "request.invalid")
+    code = code_of_status(exc.status)
     spec = ERROR_TABLE[code]
     detail = {
         404: "there is no resource at this path",

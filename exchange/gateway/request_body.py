@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from exchange.errors import FieldError, RequestError
+from exchange.errors import ExchangeValueError, FieldError, RequestError
 from exchange.schemas import MAX_FIELD_ERRORS
 
 JSON_TYPE = "application/json"
@@ -24,8 +24,10 @@ MAX_SAFE_INTEGER = 2**53 - 1
 _CHUNK = 65536
 
 
-class _Refused(ValueError):
-    pass
+class _Refused(ExchangeValueError):
+    """A JSON value the strict parser refuses (raised from inside `json.loads`'s hooks)."""
+
+    code = "request.malformed_json"
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from exchange.errors import ExchangeError
 from exchange.transport.topology import Topology
 
 REASON_HEADER = "x-xb-reason"
@@ -75,16 +76,22 @@ class Delivery:
 Handler = Callable[[Delivery], Awaitable[Verdict]]
 
 
-class BusError(Exception):
+class BusError(ExchangeError):
     """Root of the bus's errors."""
+
+    code = "bus.failed"
 
 
 class PublishError(BusError):
     """Not confirmed: nacked, returned as unroutable, channel/connection lost, or timed out."""
 
+    code = "bus.publish_failed"
+
 
 class ConsumeError(BusError):
     """A queue cannot be consumed: it does not exist, or it is not a work queue."""
+
+    code = "bus.consume_failed"
 
 
 def stream_offset(delivery: Delivery) -> int | None:

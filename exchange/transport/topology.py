@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from exchange.errors import ExchangeValueError
+
 _T = TypeVar("_T")
 ArgValue = str | int | bool
 Arguments = tuple[tuple[str, ArgValue], ...]
@@ -30,8 +32,10 @@ _REASON = re.compile(r"^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,4}$")
 _NEVER = "(?!)"  # a regex that matches nothing: topic permissions are opt-in, so deny explicitly
 
 
-class InvalidName(ValueError):
+class InvalidName(ExchangeValueError):
     """A name that cannot appear in a routing key: empty, too long, a dot or a wildcard."""
+
+    code = "config.invalid"
 
 
 def routing_word(value: str, what: str = "name") -> str:

@@ -20,10 +20,10 @@ from typing import IO, Any
 
 import aiohttp
 import orjson
-from http_helpers import auth_headers, submission
 from private_broker import tail as _tail
 
-from exchange.demo.runner import load_payload
+from exchange.client import GatewayClient, GatewayUnreachable, ProblemError
+from exchange.demo.runner import CASE, load_payload
 from exchange.network import NetworkLayout
 
 NODE_START_SECONDS = 30.0
@@ -121,7 +121,7 @@ class Sent:
 
 
 class FaultNetwork:
-    """The nodes of `layout` as processes, and an HTTP client for their APIs."""
+    """The nodes of `layout` as processes, and clients of their HTTP APIs."""
 
     def __init__(self, layout: NetworkLayout, logs: Path) -> None:
         self.layout = layout
@@ -130,14 +130,24 @@ class FaultNetwork:
             node_id: NodeProcess(node_id, info.config_path, info.url, logs / f"{node_id}.log")
             for node_id, info in layout.nodes.items()
         }
-        self.http = aiohttp.ClientSession(
+        self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=20),
             connector=aiohttp.TCPConnector(limit=200),
         )
+        self._clients: dict[tuple[str, str], GatewayClient] = {}
 
     async def close(self) -> None:
         await asyncio.gather(*(n.stop() for n in self.nodes.values()))
-        await self.http.close()
+        await self._session.close()
+
+    def client(self, node_id: str, role: str = "contact-point") -> GatewayClient:
+        """A client of the node's gateway with its token for `role` (one connection pool)."""
+        if (node_id, role) not in self._clients:
+            token = self.layout.nodes[node_id].token(role)
+            self._clients[node_id, role] = GatewayClient(
+                self.nodes[node_id].url, token, session=self._session
+            )
+        return self._clients[node_id, role]
 
     # -- processes -----------------------------------------------------------------------
 
@@ -152,10 +162,12 @@ class FaultNetwork:
     async def readiness(self, node_id: str) -> tuple[bool, str]:
         """Whether `/readyz` answers 200, and what it said."""
         try:
-            async with self.http.get(f"{self.nodes[node_id].url}/readyz") as resp:
-                return resp.status == 200, f"{resp.status} {await resp.text()}"
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return False, f"{type(exc).__name__}: {exc}"
+            ready = await self.client(node_id).readiness()
+        except ProblemError as refused:
+            return False, f"{refused.status} {orjson.dumps(refused.body).decode()}"
+        except GatewayUnreachable as exc:
+            return False, exc.detail
+        return True, f"200 {ready.model_dump_json()}"
 
     async def wait_ready(self, node_id: str, within: float = NODE_START_SECONDS) -> None:
         node = self.nodes[node_id]
@@ -183,30 +195,28 @@ class FaultNetwork:
 
     # -- HTTP ----------------------------------------------------------------------------
 
-    def _headers(self, node_id: str) -> dict[str, str]:
-        return auth_headers(self.layout, node_id)
-
-    async def call(self, node_id: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        headers = self._headers(node_id)
-        data = None
-        if body is not None:
-            data = orjson.dumps(body)
-            headers["Content-Type"] = "application/json"
-        url = self.nodes[node_id].url + path
-        async with self.http.request(method, url, data=data, headers=headers) as resp:
-            return resp.status, await resp.json(content_type=None)
+    async def submit(self, sender: str, body: Mapping[str, Any]) -> Sent:
+        """POST a message; any answer (or none) is recorded, never raised."""
+        at = time.monotonic()
+        try:
+            accepted = await self.client(sender).submit(body)
+        except GatewayUnreachable as exc:
+            return Sent(sender, 0, None, at, error=exc.detail)
+        except ProblemError as refused:
+            return Sent(sender, refused.status, None, at, error=str(refused.body)[:300])
+        return Sent(sender, 202, str(accepted.id), at)
 
     async def send_inquiry(self, sender: str, recipients: Sequence[str]) -> Sent:
         """POST an asset inquiry; any answer (or none) is recorded, never raised."""
-        body = submission(recipients=recipients, priority="normal", payload=_INQUIRY)
-        at = time.monotonic()
-        try:
-            status, doc = await self.call(sender, "POST", "/v1/messages", body)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return Sent(sender, 0, None, at, error=f"{type(exc).__name__}: {exc}")
-        if status != 202:
-            return Sent(sender, status, None, at, error=str(doc)[:300])
-        return Sent(sender, status, str(doc["id"]), at)
+        body = {
+            "type": "asset-inquiry",
+            "recipients": list(recipients),
+            "case": CASE,
+            "priority": "normal",
+            "handling": {"tlp": "AMBER", "code": "H2"},
+            "payload": _INQUIRY,
+        }
+        return await self.submit(sender, body)
 
     async def stream(
         self,
@@ -233,13 +243,14 @@ class FaultNetwork:
         return out
 
     async def status(self, sender: str, message_id: str) -> dict[str, Any]:
+        """The message's view as JSON; `{"status": "HTTP 404"}` or `"unreachable: ..."` else."""
         try:
-            code, view = await self.call(sender, "GET", f"/v1/messages/{message_id}")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return {"status": f"unreachable: {type(exc).__name__}"}
-        if code != 200:
-            return {"status": f"HTTP {code}"}
-        return dict(view)
+            view = await self.client(sender).message(message_id)
+        except GatewayUnreachable as exc:
+            return {"status": f"unreachable: {type(exc.error).__name__}"}
+        except ProblemError as refused:
+            return {"status": f"HTTP {refused.status}"}
+        return view.model_dump(mode="json", by_alias=True)
 
     async def wait_settled(
         self, messages: Mapping[str, str], within: float, interval: float = 0.2
@@ -275,11 +286,8 @@ class FaultNetwork:
         """Messages the node stored in its inbox since its process started (its
         `xb_messages_total{direction="in",outcome="received"}`), None if it does not answer."""
         try:
-            async with self.http.get(f"{self.nodes[node_id].url}/metrics") as resp:
-                if resp.status != 200:
-                    return None
-                text = await resp.text()
-        except (aiohttp.ClientError, TimeoutError):
+            text = await self.client(node_id).metrics()
+        except (GatewayUnreachable, ProblemError):
             return None
         return sum(
             int(float(line.rsplit(" ", 1)[1]))
@@ -307,13 +315,11 @@ class FaultNetwork:
         """Every message id in the node's inbox after the cursor (in order), and the last cursor."""
         ids: list[str] = []
         while True:
-            status, page = await self.call(node_id, "GET", f"/v1/inbox?after={after}&limit=500")
-            if status != 200:
-                raise AssertionError(f"{node_id} inbox: HTTP {status} {page}")
-            ids += [item["id"] for item in page["items"]]
-            if not page["items"]:
+            page = await self.client(node_id).inbox(after=after, limit=500)
+            ids += [str(item.id) for item in page.items]
+            if not page.items:
                 return ids, after
-            after = int(page["next"])
+            after = page.next
 
     # -- the audit log, read with the operators' own tool --------------------------------
 

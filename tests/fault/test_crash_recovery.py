@@ -116,8 +116,8 @@ async def test_a_sender_killed_after_202_before_publishing_delivers_once_after_r
     assert delivery["receipt"]["outcome"] == "accepted"
     assert delivery["receipt"]["envelope"]["payload"]["digest"] == views[sent.id]["digest"]
     await _assert_in_inbox_once(network, "RS-PPO", {sent.id})
-    status, item = await network.call("RS-PPO", "GET", f"/v1/inbox/{sent.id}")
-    assert status == 200 and item["digest"] == views[sent.id]["digest"]
+    item = await network.client("RS-PPO").inbox_item(sent.id)
+    assert item.digest == views[sent.id]["digest"]
     await _assert_audited(network, "RS-PPO", {sent.id}, ("AL-ARO", "RS-PPO"))
     # the broker confirmed it once: after the restart, never before the kill
     assert await network.audit_events("AL-ARO", "confirmed") == Counter({sent.id: 1})

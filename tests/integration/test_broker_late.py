@@ -86,7 +86,7 @@ async def test_a_node_started_without_a_broker_accepts_and_delivers_once_it_appe
             await asyncio.sleep(0.1)
 
     view = await network.wait_settled("AL-ARO", accepted["id"])
-    assert view["status"] == "delivered", view
+    assert view.status == "delivered", view
     status, page = await network.call("RS-PPO", "GET", "/v1/inbox?limit=100")
     assert status == 200
     assert [item["id"] for item in page["items"]] == [accepted["id"]]

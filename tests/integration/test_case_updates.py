@@ -15,7 +15,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
 from http_helpers import example_payload, submission
 from networks import DemoNetworks
@@ -24,9 +23,9 @@ from polling import dead_letters
 from exchange.crypto.signing import NodeSigner, encode_envelope
 from exchange.demo.runner import DemoNetwork
 from exchange.gateway import keys
+from exchange.gateway.api_models import CaseUpdateEvent
 from exchange.model.common import utc_now
 from exchange.model.envelope import Header
-from exchange.subscriptions.client import fetch_updates, poll_updates, stream_updates
 from exchange.transport.bus import Outgoing
 
 pytestmark = pytest.mark.integration
@@ -60,19 +59,14 @@ async def publish(net: DemoNetwork, sender: str, event: str, summary: str) -> st
     return str(answer["id"])
 
 
-async def updates_of(net: DemoNetwork, node: str, expect: int) -> list[dict[str, Any]]:
+async def updates_of(net: DemoNetwork, node: str, expect: int) -> list[CaseUpdateEvent]:
     """The node's updates once `expect` arrived (within 30 s)."""
-    info = net.layout.nodes[node]
-    return await poll_updates(
-        info.url, info.token("subscriber"), expect=expect, within=30, session=net.http
-    )
+    return await net.client(node, "subscriber").wait_case_updates(expect, within=30)
 
 
-async def held_by(net: DemoNetwork, node: str) -> list[dict[str, Any]]:
+async def held_by(net: DemoNetwork, node: str) -> list[CaseUpdateEvent]:
     """Every update the node holds now."""
-    info = net.layout.nodes[node]
-    items, _ = await fetch_updates(net.http, info.url, info.token("subscriber"), limit=500)
-    return items
+    return (await net.client(node, "subscriber").case_updates(limit=500)).items
 
 
 async def test_members_receive_each_update_exactly_once_and_the_outsider_nothing(
@@ -82,10 +76,10 @@ async def test_members_receive_each_update_exactly_once_and_the_outsider_nothing
     sent += [await publish(net, "MD-ARO", "note", f"Update {i} from Chișinău.") for i in range(4)]
     for member in MEMBERS:
         got = await updates_of(net, member, len(sent))
-        assert sorted(i["id"] for i in got) == sorted(sent), member
+        assert sorted(str(i.id) for i in got) == sorted(sent), member
         for item in got:
-            own = item["sender"] == member
-            assert item["direction"] == ("out" if own else "in")
+            own = item.sender == member
+            assert item.direction == ("out" if own else "in")
     # the broker delivers one again (a publisher that crashed before recording the confirm)
     bus = net.apps["AL-ARO"][keys.BUS]
     assert bus is not None
@@ -94,26 +88,24 @@ async def test_members_receive_each_update_exactly_once_and_the_outsider_nothing
         Outgoing(
             "cases",
             bus.topology.case_routing_key(NETWORK, CASE, "note"),
-            encode_envelope(first["envelope"]),
-            message_id=f"{first['id']}-again",
+            encode_envelope(first.envelope.model_dump(mode="json", by_alias=True)),
+            message_id=f"{first.id}-again",
         )
     )
     await asyncio.sleep(0.5)
     for member in MEMBERS:
         assert len(await held_by(net, member)) == len(sent), member  # nothing was added
     # the subscriber's stream carries the same updates, in cursor order
-    info = net.layout.nodes["RS-PPO"]
-    streamed: list[dict[str, Any]] = []
-    async with aiohttp.ClientSession() as session:
-        stream = stream_updates(session, info.url, info.token("subscriber"))
-        async with asyncio.timeout(10):
-            async for item in stream:
-                streamed.append(item)
-                if len(streamed) == len(sent):
-                    break
-        await stream.aclose()
-    assert sorted(i["id"] for i in streamed) == sorted(sent)
-    assert [i["cursor"] for i in streamed] == sorted(i["cursor"] for i in streamed)
+    streamed: list[CaseUpdateEvent] = []
+    stream = net.client("RS-PPO", "subscriber").stream_case_updates()
+    async with asyncio.timeout(10):
+        async for item in stream:
+            streamed.append(item)
+            if len(streamed) == len(sent):
+                break
+    await stream.aclose()
+    assert sorted(str(i.id) for i in streamed) == sorted(sent)
+    assert [i.cursor for i in streamed] == sorted(i.cursor for i in streamed)
     # the non-member holds nothing and may not publish
     assert await held_by(net, OUTSIDER) == []
     status, problem = await net.call(
@@ -198,17 +190,17 @@ async def test_decisions_and_findings_on_a_followed_case_become_automatic_update
     assert status == 202, from_outsider
     for member in MEMBERS:
         got = await updates_of(net, member, 3)
-        events = {(i["update"]["event"], i["sender"]) for i in got}
+        events = {(i.update["event"], i.sender) for i in got}
         assert events == {
             ("opened", "AL-ARO"),
             ("frozen", "RS-PPO"),  # emitted by the member that sent the decision
             ("assets-identified", "AL-ARO"),  # the sender is no member: its recipient emits
         }, member
         assert len(got) == 3
-        related = {i["update"]["event"]: i["update"].get("related_messages") for i in got}
+        related = {i.update["event"]: i.update.get("related_messages") for i in got}
         assert related["frozen"][0] == answer["id"]
         assert related["assets-identified"][0] == from_outsider["id"]
-    assert opened in {i["id"] for i in got}
+    assert opened in {str(i.id) for i in got}
     assert await held_by(net, OUTSIDER) == []
 
 
@@ -221,11 +213,13 @@ async def test_updates_of_one_case_accepted_one_after_another_arrive_in_that_ord
     events = ["opened", "assets-identified", "frozen", *["note"] * 27]
     sent = [await publish(net, "AL-ARO", event, f"step {i}") for i, event in enumerate(events)]
     received = await updates_of(net, "RS-PPO", 30)
-    assert [item["id"] for item in received] == sent
-    info = net.layout.nodes["RS-PPO"]
+    assert [str(item.id) for item in received] == sent
     streamed: list[str] = []
-    async for item in stream_updates(net.http, info.url, info.token("subscriber"), after=0):
-        streamed.append(item["id"])
-        if len(streamed) == len(sent):
-            break
+    stream = net.client("RS-PPO", "subscriber").stream_case_updates(after=0)
+    async with asyncio.timeout(10):
+        async for item in stream:
+            streamed.append(str(item.id))
+            if len(streamed) == len(sent):
+                break
+    await stream.aclose()
     assert streamed == sent

@@ -52,7 +52,7 @@ async def test_every_envelope_carries_its_senders_checkpoint_and_recipients_keep
         ),
     )
     assert first[0] == 202
-    assert (await net.wait_settled("MD-ARO", first[1]["id"]))["status"] == "delivered"
+    assert (await net.wait_settled("MD-ARO", first[1]["id"])).status == "delivered"
     # Each node signs a checkpoint now; what it sends from here on carries it.
     al, rs, md = [await _checkpoint(net, n) for n in ("AL-ARO", "RS-PPO", "MD-ARO")]
 
@@ -63,7 +63,7 @@ async def test_every_envelope_carries_its_senders_checkpoint_and_recipients_keep
         submission(priority="normal", payload=load_payload("01-asset-inquiry.json")),
     )
     assert status == 202, sent
-    assert (await net.wait_settled("AL-ARO", sent["id"]))["status"] == "delivered"
+    assert (await net.wait_settled("AL-ARO", sent["id"])).status == "delivered"
     update = submission(
         "case-update",
         ["AL-ARO", "RS-PPO"],

@@ -45,7 +45,7 @@ async def _deliver(network: DemoNetwork, sender: str, body: dict[str, Any]) -> d
     """POST a message (202) and wait until every recipient's receipt says delivered."""
     status, sent = await network.call(sender, "POST", "/v1/messages", body)
     assert status == 202, sent
-    assert (await network.wait_settled(sender, sent["id"]))["status"] == "delivered"
+    assert (await network.wait_settled(sender, sent["id"])).status == "delivered"
     return sent
 
 
@@ -114,7 +114,7 @@ async def test_an_auditor_checks_inclusion_and_consistency_over_http(
         "/v1/messages",
         _send_body("asset-inquiry", ["RS-PPO"], "01-asset-inquiry.json"),
     )
-    assert (await network.wait_settled("AL-ARO", again["id"]))["status"] == "delivered"
+    assert (await network.wait_settled("AL-ARO", again["id"])).status == "delivered"
     status, second = await network.call("AL-ARO", "GET", "/v1/audit/checkpoint", role="auditor")
     later = Checkpoint.from_dict(second)
     assert later.size > checkpoint.size
@@ -204,11 +204,12 @@ async def test_a_revoked_sender_is_refused_answered_and_dead_lettered(
     )
     assert status == 202
     view = await network.wait_settled("MD-ARO", sent["id"])
-    assert view["status"] == "rejected"
-    assert view["reason"] == "cert.revoked"
-    receipt = view["deliveries"][0]["receipt"]
-    assert receipt["outcome"] == "rejected" and receipt["reason"] == "cert.revoked"
-    assert receipt["envelope"]["header"]["sender"] == "RS-PPO"
+    assert view.status == "rejected"
+    assert view.reason == "cert.revoked"
+    receipt = view.deliveries[0].receipt
+    assert receipt is not None
+    assert receipt.outcome == "rejected" and receipt.reason == "cert.revoked"
+    assert receipt.envelope.header.sender == "RS-PPO"
     # nothing in the recipient's inbox; the refusal is audited; the copy is dead-lettered
     status, _ = await network.call("RS-PPO", "GET", f"/v1/inbox/{sent['id']}")
     assert status == 404
@@ -228,7 +229,7 @@ async def test_a_redelivered_message_lands_once(network: DemoNetwork) -> None:
     )
     assert status == 202
     view = await network.wait_settled("AL-ARO", sent["id"])
-    assert view["status"] == "delivered"
+    assert view.status == "delivered"
     bus = network.apps["AL-ARO"][keys.BUS]
     assert bus is not None
     # the publisher crashed before it recorded the confirm: the same bytes go out again
@@ -236,7 +237,7 @@ async def test_a_redelivered_message_lands_once(network: DemoNetwork) -> None:
         Outgoing(
             "messages",
             bus.topology.routing_key("RS-PPO", "asset-inquiry", "AL-ARO"),
-            encode_envelope(view["envelope"]),
+            encode_envelope(view.envelope.model_dump(mode="json", by_alias=True)),
             message_id=f"{sent['id']}-again",
         )
     )

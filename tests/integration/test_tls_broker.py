@@ -25,7 +25,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aio_pika
-import aiohttp
 import aiormq
 import pytest
 from aiohttp import web
@@ -34,9 +33,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from http_helpers import auth_headers, bearer, submission
+from http_helpers import auth_headers, submission
 from private_broker import PrivateBroker, free_port
 
+from exchange.client import GatewayClient, GatewayUnreachable, ProblemError
 from exchange.config import NodeConfig
 from exchange.crypto.pki import (
     create_ca,
@@ -362,33 +362,29 @@ async def https_gateway(tls_network: TlsNetwork) -> AsyncIterator[tuple[str, Nod
         await runner.cleanup()
 
 
-async def _get(url: str, context: ssl.SSLContext, token: str | None) -> int:
-    headers = bearer(token) if token else {}
-    async with (
-        asyncio.timeout(20),
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
-        http.get(url, ssl=context, headers=headers) as response,
-    ):
-        await response.read()
-        return response.status
-
-
 async def test_local_users_need_both_a_client_certificate_and_a_token(
     tls_network: TlsNetwork, https_gateway: tuple[str, NodeConfig]
 ) -> None:
     base, _ = https_gateway
     pki = tls_network.pki
     token = tls_network.layout.nodes["AL-ARO"].token("contact-point")
-    with_cert = https_client_context(pki / "ca.pem", pki / "AL-ARO.pem", pki / "AL-ARO.key")
-    assert await _get(f"{base}/v1/inbox", with_cert, token) == 200
-    assert await _get(f"{base}/v1/inbox", with_cert, None) == 401
+    ca = pki / "ca.pem"
+    cert = {"cert_file": pki / "AL-ARO.pem", "key_file": pki / "AL-ARO.key"}
+    async with asyncio.timeout(20), GatewayClient(base, token, ca_file=ca, **cert) as client:
+        assert (await client.inbox()).items == []
+    async with asyncio.timeout(20), GatewayClient(base, ca_file=ca, **cert) as anonymous:
+        with pytest.raises(ProblemError) as refused:
+            await anonymous.inbox()
+        assert (refused.value.status, refused.value.code) == (401, "auth.missing")
     # a stolen token without a client certificate does not get past the TLS handshake
-    without_cert = https_client_context(pki / "ca.pem")
-    with pytest.raises(aiohttp.ClientError):
-        await _get(f"{base}/v1/inbox", without_cert, token)
+    async with asyncio.timeout(20), GatewayClient(base, token, ca_file=ca) as thief:
+        with pytest.raises(GatewayUnreachable):
+            await thief.inbox()
     # nor does a client that does not trust the network CA reach the API in clear text
-    with pytest.raises(aiohttp.ClientError):
-        await _get(f"{base.replace('https', 'http')}/v1/inbox", with_cert, token)
+    clear = base.replace("https", "http")
+    async with asyncio.timeout(20), GatewayClient(clear, token, ca_file=ca, **cert) as client:
+        with pytest.raises(GatewayUnreachable):
+            await client.inbox()
 
 
 def test_definitions_for_x509_users_carry_no_password(tls_network: TlsNetwork) -> None:

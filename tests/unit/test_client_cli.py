@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestServer
 from networks import NetworkFactory
 
 from exchange.cli import main
+from exchange.crypto.signing import NodeSigner, signing_input
 from exchange.gateway import keys
 from exchange.gateway.app import create_app
 from exchange.network import NetworkLayout
@@ -106,7 +107,21 @@ async def test_inbox_lists_received_messages_and_the_next_cursor(
 ) -> None:
     network, server, app = served
     mid = uuid4()
-    envelope = {"header": {"id": str(mid)}, "payload": {}, "signature": {}}
+    pki = network.directory / "pki"
+    signer = NodeSigner.from_files(pki / "RS-PPO.key", pki / "RS-PPO.pem")
+    # as another implementation may sign it: a time with an offset, not in the canonical form
+    header = {
+        "id": str(mid), "type": "freeze-notice", "schema": "freeze-notice/1",
+        "sender": "RS-PPO", "recipients": ["AL-ARO"], "case": "C-9", "in_reply_to": None,
+        "created_at": "2026-03-01T01:00:00+01:00", "expires_at": None, "priority": "urgent",
+        "handling": {"tlp": "AMBER", "code": "H2"},
+    }  # fmt: skip
+    signature = signer.sign_bytes(signing_input(header, {}))
+    envelope = {
+        "header": header,
+        "payload": {},
+        "signature": {"alg": "Ed25519", "kid": signer.kid, "value": signature},
+    }
     cursor = await seed_inbox(
         app,
         mid, "freeze-notice", "C-9", "RS-PPO", None, "0" * 64, json.dumps(envelope).encode(),
@@ -117,5 +132,9 @@ async def test_inbox_lists_received_messages_and_the_next_cursor(
     assert await run_cli("inbox", "--url", url, "--token", token) == 0
     out = capsys.readouterr().out
     assert str(mid) in out and "freeze-notice" in out and f"next: {cursor}" in out
+    # --json prints the envelope exactly as signed, so that it still verifies
+    assert await run_cli("inbox", "--url", url, "--token", token, "--json") == 0
+    (item,) = json.loads(capsys.readouterr().out)["items"]
+    assert item["envelope"] == envelope
     assert await run_cli("inbox", "--url", url, "--token", "wrong") == 1
     assert "auth.invalid" in capsys.readouterr().err

@@ -17,20 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from http_helpers import bearer, submission
 
 from exchange.audit.entries import AuditEntry
+from exchange.client import GatewayClient
 from exchange.gateway import keys
 from exchange.gateway.api_models import CaseUpdateEvent, CaseUpdatePage
 from exchange.gateway.app import create_app
 from exchange.model.common import utc_now
 from exchange.network import NetworkLayout
 from exchange.storage.outbox import FANOUT, Outbox
-from exchange.subscriptions.client import stream_updates
 from exchange.subscriptions.http import CASE_UPDATES
 from exchange.subscriptions.sse import parse_events
 
@@ -340,24 +339,20 @@ async def test_the_client_follows_the_stream_across_a_cut_connection(member: Gat
     url = str(member.client.make_url("/"))
     seen: list[str] = []
     reconnects: list[int] = []
-    async with aiohttp.ClientSession() as session:
-        stream = stream_updates(
-            session,
-            url,
-            member.tokens["subscriber"],
-            on_reconnect=lambda cursor, _: reconnects.append(cursor),
+    async with (
+        GatewayClient(url, member.tokens["subscriber"]) as subscriber,
+        GatewayClient(url, member.tokens["admin"]) as admin,
+    ):
+        stream = subscriber.stream_case_updates(
+            on_reconnect=lambda cursor, _: reconnects.append(cursor)
         )
         async with asyncio.timeout(10):
             async for item in stream:
-                seen.append(item["id"])
+                seen.append(str(item.id))
                 if len(seen) == 2:
                     cut_connections(member)  # the network drops the connection
                     for _ in range(2):  # more arrive while the subscriber is away
-                        async with session.post(
-                            f"{url}v1/messages", json=update("note"), headers=member.auth("admin")
-                        ) as response:
-                            assert response.status == 202
-                            ids.append((await response.json())["id"])
+                        ids.append(str((await admin.submit(update("note"))).id))
                 if len(seen) == 4:
                     break
         await stream.aclose()
