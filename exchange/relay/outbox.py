@@ -5,7 +5,9 @@ Rows are published in pipelined batches with publisher confirms; a confirm and i
 after a backoff, so a crash or a broker restart loses nothing (the receiver's dedupe absorbs
 repeats). Rows sharing an order key (one sender's messages of one case) go out one after
 another, each after the previous one's confirm, and none while an earlier one waits for a
-retry: a recipient reads them in the order they were accepted.
+retry, all in flight on one channel: a recipient reads them in the order they were
+accepted (unless the broker refuses one in the middle of such a run: it then arrives after
+the later ones, on its retry).
 """
 
 from __future__ import annotations
@@ -166,14 +168,23 @@ class OutboxPublisher:
         failed: list[tuple[OutboxItem, str]] = []
 
         async def run_chain(chain: list[OutboxItem]) -> None:
-            for n, item in enumerate(chain):
+            if len(chain) == 1:
                 try:
-                    await self._bus.publish(_outgoing(item, headers))
+                    await self._bus.publish(_outgoing(chain[0], headers))
                 except PublishError as err:
-                    # The rest of the chain waits behind this row.
-                    failed.extend((it, str(err)) for it in chain[n:])
-                    return
-                confirmed.append(item)
+                    failed.append((chain[0], str(err)))
+                else:
+                    confirmed.append(chain[0])
+                return
+            # In order on one channel, all in flight: the broker keeps that order. Should
+            # one in the middle fail, those after it that were confirmed are recorded as
+            # such (they did arrive); the failed one follows them on its retry.
+            outcomes = await self._bus.publish_sequence([_outgoing(it, headers) for it in chain])
+            for item, error in zip(chain, outcomes, strict=True):
+                if error is None:
+                    confirmed.append(item)
+                else:
+                    failed.append((item, str(error)))
 
         started = asyncio.get_running_loop().time()
         await asyncio.gather(*(run_chain(chain) for chain in chains(items)))

@@ -25,7 +25,12 @@ from pamqp.commands import Basic
 from yarl import URL
 
 from exchange.log import get_logger
-from exchange.transport.amqp_consumer import CONNECTION_ERRORS, AmqpConsumer, delivery_of
+from exchange.transport.amqp_consumer import (
+    CONNECTION_ERRORS,
+    AmqpConsumer,
+    delivery_of,
+    read_stream,
+)
 from exchange.transport.bus import (
     BusError,
     ConsumeError,
@@ -50,7 +55,6 @@ from exchange.transport.topology import (
 _log = get_logger(__name__)
 _T = TypeVar("_T")
 
-STREAM_PREFETCH = 500
 PUBLISHER_CHANNELS = 8
 """Confirm channels per bus. aiormq lets one publish at a time through a channel's lock,
 and under load each hand-over of that lock waits a turn of the event loop; a few channels
@@ -265,12 +269,30 @@ class AmqpBus:
             self._known_exchanges.add(name)
 
     # -- publishing --------------------------------------------------------------------------
-    async def publish(self, msg: Outgoing) -> None:
+    async def publish(self, msg: Outgoing, *, channel: AbstractRobustChannel | None = None) -> None:
         try:
             exchange = self.topology.exchange_name(msg.exchange)
         except KeyError as err:
             raise PublishError(str(err)) from None
-        await self._send(exchange, msg.routing_key, msg.body, msg.message_id, msg.headers)
+        await self._send(
+            exchange, msg.routing_key, msg.body, msg.message_id, msg.headers, channel=channel
+        )
+
+    async def publish_sequence(self, msgs: Sequence[Outgoing]) -> list[PublishError | None]:
+        """On one confirm channel, each publish started in order: they pass the channel's
+        (first come, first served) lock and reach the connection's writer in this order."""
+        if not self.connected or not self._publishers:
+            return [PublishError("not connected to the broker")] * len(msgs)
+        channel = self._pick_publisher()
+        sends = [asyncio.ensure_future(self.publish(msg, channel=channel)) for msg in msgs]
+        outcomes = await asyncio.gather(*sends, return_exceptions=True)
+        results: list[PublishError | None] = []
+        for outcome in outcomes:
+            if isinstance(outcome, PublishError) or outcome is None:
+                results.append(outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        return results
 
     async def publish_many(self, msgs: Sequence[Outgoing]) -> list[PublishError | None]:
         """All in flight at once, up to `max_in_flight` (then a sliding window of that size)."""
@@ -294,6 +316,8 @@ class AmqpBus:
         body: bytes,
         message_id: str,
         headers: Mapping[str, Any],
+        *,
+        channel: AbstractRobustChannel | None = None,
     ) -> None:
         if len(routing_key.encode()) > MAX_ROUTING_KEY_BYTES:
             raise PublishError(f"routing key longer than {MAX_ROUTING_KEY_BYTES} bytes")
@@ -310,7 +334,7 @@ class AmqpBus:
         self._in_flight[message_id] = done
         try:
             result = await self._confirmed(
-                self._pick_publisher(),
+                channel or self._pick_publisher(),
                 # wait=False: the channel's lock is released once the frame is queued for
                 # the connection's writer, not after it was written; the confirm is awaited
                 # all the same.
@@ -461,35 +485,7 @@ class AmqpBus:
             # The channel this delivery came on is gone; the broker redelivers it.
             _log.info("could not settle delivery", message_id=delivery.message_id, error=repr(err))
 
-    async def read_audit_stream(
+    def read_audit_stream(
         self, *, offset: str | int = "first", idle_timeout: float = 1.0
     ) -> AsyncIterator[Delivery]:
-        received: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
-
-        async def on_delivery(message: DeliveredMessage) -> None:
-            received.put_nowait(message)
-
-        if not self.connected:
-            raise ConsumeError("cannot read the audit stream: not connected to the broker")
-        async with self._raw_channel() as ch:
-            try:
-                await ch.basic_qos(prefetch_count=STREAM_PREFETCH)
-                await ch.basic_consume(
-                    self.topology.audit_stream_queue,
-                    on_delivery,
-                    arguments={"x-stream-offset": offset},
-                )
-            except aiormq.exceptions.AMQPError as err:
-                raise ConsumeError(f"cannot read the audit stream: {err}") from err
-            while True:
-                try:
-                    message = await asyncio.wait_for(received.get(), idle_timeout)
-                except TimeoutError:
-                    if ch.is_closed:
-                        raise BusError("the audit stream read was interrupted") from None
-                    return
-                delivery = self.delivery(message)
-                tag = message.delivery_tag
-                if tag is not None:
-                    await ch.basic_ack(tag)
-                yield delivery
+        return read_stream(self, offset=offset, idle_timeout=idle_timeout)

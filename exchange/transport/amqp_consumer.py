@@ -1,4 +1,5 @@
-"""A verdict-driven consumer of the RabbitMQ bus, on a long-lived robust channel of its own.
+"""Consuming from the RabbitMQ bus: a verdict-driven consumer on a long-lived robust channel
+of its own, and reads of the audit stream.
 
 Each delivery is handled in a task of its own (aiormq starts them in delivery order) and
 settled, by the handler's verdict, on the channel it came on; a handler that raises has its
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import aiormq
@@ -18,7 +20,14 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
 from exchange.log import get_logger
-from exchange.transport.bus import DELIVERY_COUNT_HEADER, REQUEUE, BusError, Delivery, Handler
+from exchange.transport.bus import (
+    DELIVERY_COUNT_HEADER,
+    REQUEUE,
+    BusError,
+    ConsumeError,
+    Delivery,
+    Handler,
+)
 from exchange.transport.topology import Topology
 
 if TYPE_CHECKING:
@@ -26,6 +35,7 @@ if TYPE_CHECKING:
 
 _log = get_logger(__name__)
 
+STREAM_PREFETCH = 500
 CONNECTION_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError, OSError)
 """What a lost connection or channel raises."""
 
@@ -114,3 +124,38 @@ class AmqpConsumer:
             await asyncio.wait(pending, timeout=self.bus.confirm_timeout)
         with contextlib.suppress(*CONNECTION_ERRORS):
             await self.channel.close()
+
+
+async def read_stream(
+    bus: AmqpBus, *, offset: str | int = "first", idle_timeout: float = 1.0
+) -> AsyncIterator[Delivery]:
+    """The audit stream from `offset`, acked as read, until `idle_timeout` passes quietly."""
+    received: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
+
+    async def on_delivery(message: DeliveredMessage) -> None:
+        received.put_nowait(message)
+
+    if not bus.connected:
+        raise ConsumeError("cannot read the audit stream: not connected to the broker")
+    async with bus._raw_channel() as ch:
+        try:
+            await ch.basic_qos(prefetch_count=STREAM_PREFETCH)
+            await ch.basic_consume(
+                bus.topology.audit_stream_queue,
+                on_delivery,
+                arguments={"x-stream-offset": offset},
+            )
+        except aiormq.exceptions.AMQPError as err:
+            raise ConsumeError(f"cannot read the audit stream: {err}") from err
+        while True:
+            try:
+                message = await asyncio.wait_for(received.get(), idle_timeout)
+            except TimeoutError:
+                if ch.is_closed:
+                    raise BusError("the audit stream read was interrupted") from None
+                return
+            delivery = bus.delivery(message)
+            tag = message.delivery_tag
+            if tag is not None:
+                await ch.basic_ack(tag)
+            yield delivery

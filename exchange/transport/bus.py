@@ -136,6 +136,11 @@ class Bus(Protocol):
         """Publish all at once; one result per message, in order (None = confirmed)."""
         ...
 
+    async def publish_sequence(self, msgs: Sequence[Outgoing]) -> list[PublishError | None]:
+        """Publish all at once on one channel, in order, so that the broker receives them
+        in this order (it keeps one channel's order into a queue); one result each."""
+        ...
+
     async def consume(
         self, queue: str, handler: Handler, *, prefetch: int = 64
     ) -> ConsumerHandle: ...

@@ -414,6 +414,9 @@ class MemoryBus:
                 results.append(err)
         return results
 
+    async def publish_sequence(self, msgs: Sequence[Outgoing]) -> list[PublishError | None]:
+        return await self.publish_many(msgs)  # one after another: in order
+
     async def publish_dead_letter(self, queue: str, delivery: Delivery, reason: str | None) -> None:
         """A DEAD_LETTER verdict: a copy to `<p>.dead` as `<node>.<reason>`, confirmed."""
         node = self.topology.node_of_queue(queue) or self.node_id

@@ -115,6 +115,26 @@ async def test_a_message_reaches_only_its_recipients_inbox(bus: Bus) -> None:
     assert not got.redelivered and got.delivery_count == 1
 
 
+async def test_a_sequence_arrives_in_the_order_it_was_published_all_in_flight(
+    bus: Bus,
+) -> None:
+    """What the outbox relies on to keep a sender's order within a case, with hundreds of
+    publishes in flight (and other publishes interleaved on the bus's other channels)."""
+    got = Collector()
+    await bus.consume(bus.topology.inbox_queue(RS), got, prefetch=500)
+    key = bus.topology.routing_key(RS, "case-update", AL)
+    runs = [
+        [Outgoing("messages", key, f"{run}:{n}".encode(), str(uuid.uuid4())) for n in range(150)]
+        for run in range(3)
+    ]
+    results = await asyncio.gather(*(bus.publish_sequence(run) for run in runs))
+    assert all(error is None for result in results for error in result)
+    received = await got.wait_for(450)
+    for run in range(3):
+        mine = [d.body for d in received if d.body.startswith(f"{run}:".encode())]
+        assert mine == [m.body for m in runs[run]]
+
+
 async def test_a_message_nobody_can_receive_is_refused_not_lost(bus: Bus) -> None:
     with pytest.raises(PublishError, match="unroutable"):
         await bus.publish(message(bus, recipient="KZ-ARC"))
