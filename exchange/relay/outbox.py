@@ -168,7 +168,7 @@ class OutboxPublisher:
         failed: list[tuple[OutboxItem, str]] = []
 
         async def run_chain(chain: list[OutboxItem]) -> None:
-            if len(chain) == 1:
+            if chain[0].order_key is None:
                 try:
                     await self._bus.publish(_outgoing(chain[0], headers))
                 except PublishError as err:
@@ -179,7 +179,9 @@ class OutboxPublisher:
             # In order on one channel, all in flight: the broker keeps that order. Should
             # one in the middle fail, those after it that were confirmed are recorded as
             # such (they did arrive); the failed one follows them on its retry.
-            outcomes = await self._bus.publish_sequence([_outgoing(it, headers) for it in chain])
+            outgoing = [_outgoing(it, headers) for it in chain]
+            key = chain[0].order_key or ""
+            outcomes = await self._bus.publish_sequence(outgoing, key=key)
             for item, error in zip(chain, outcomes, strict=True):
                 if error is None:
                     confirmed.append(item)

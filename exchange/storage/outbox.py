@@ -102,12 +102,14 @@ def choose(
     pending: Sequence[tuple[int, str | None, bool]], busy: set[int], limit: int
 ) -> list[int]:
     """Of the pending rows (seq, order key, due) in outbox order, those to publish now: due,
-    not busy (in flight), and not behind an earlier row of their order key that is busy or
-    waiting for a retry."""
+    not busy (in flight), and not behind an earlier row of their order key that waits for a
+    retry. (Rows behind a busy one may go: they follow it on its key's channel.)"""
     held: set[str] = set()
     chosen: list[int] = []
     for seq, key, due in pending:
-        if seq in busy or not due:
+        if seq in busy:
+            continue
+        if not due:
             if key is not None:
                 held.add(key)
             continue

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
@@ -278,12 +279,17 @@ class AmqpBus:
             exchange, msg.routing_key, msg.body, msg.message_id, msg.headers, channel=channel
         )
 
-    async def publish_sequence(self, msgs: Sequence[Outgoing]) -> list[PublishError | None]:
-        """On one confirm channel, each publish started in order: they pass the channel's
-        (first come, first served) lock and reach the connection's writer in this order."""
+    async def publish_sequence(
+        self, msgs: Sequence[Outgoing], *, key: str
+    ) -> list[PublishError | None]:
+        """On the key's confirm channel, each publish started in order: they pass the
+        channel's (first come, first served) lock and reach the connection's writer in
+        this order, after those of earlier calls with the same key."""
         if not self.connected or not self._publishers:
             return [PublishError("not connected to the broker")] * len(msgs)
-        channel = self._pick_publisher()
+        channel = self._publishers[zlib.crc32(key.encode()) % len(self._publishers)]
+        if channel.is_closed:
+            channel = self._pick_publisher()
         sends = [asyncio.ensure_future(self.publish(msg, channel=channel)) for msg in msgs]
         outcomes = await asyncio.gather(*sends, return_exceptions=True)
         results: list[PublishError | None] = []

@@ -136,9 +136,12 @@ class Bus(Protocol):
         """Publish all at once; one result per message, in order (None = confirmed)."""
         ...
 
-    async def publish_sequence(self, msgs: Sequence[Outgoing]) -> list[PublishError | None]:
-        """Publish all at once on one channel, in order, so that the broker receives them
-        in this order (it keeps one channel's order into a queue); one result each."""
+    async def publish_sequence(
+        self, msgs: Sequence[Outgoing], *, key: str
+    ) -> list[PublishError | None]:
+        """Publish all at once, in order, on the one channel of `key`, so that the broker
+        receives them in this order, and after what earlier calls with the same key
+        published (it keeps one channel's order into a queue); one result each."""
         ...
 
     async def consume(

@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from exchange.log import get_logger
 from exchange.transport.bus import (
     DELIVERY_COUNT_HEADER,
     REQUEUE,
-    STREAM_OFFSET_HEADER,
     BusError,
     ConsumeError,
     Delivery,
@@ -33,6 +28,9 @@ from exchange.transport.bus import (
     dead_letter_headers,
     validate_prefetch,
 )
+from exchange.transport.memory_stream import Message as _Message
+from exchange.transport.memory_stream import Stream as _Stream
+from exchange.transport.memory_stream import stream_start as _start
 from exchange.transport.topology import (
     MAX_ROUTING_KEY_BYTES,
     BindingSpec,
@@ -48,8 +46,6 @@ from exchange.transport.topology import (
 
 _log = get_logger(__name__)
 CANCEL_GRACE_SECONDS = 30.0
-_INTERVAL = re.compile(r"^(\d+)([YMDhms])$")
-_SECONDS = {"Y": 365 * 86400, "M": 30 * 86400, "D": 86400, "h": 3600, "m": 60, "s": 1}
 
 
 def topic_matches(pattern: str, key: str) -> bool:
@@ -70,23 +66,6 @@ def _match(pattern: list[str], key: list[str]) -> bool:
     if not key:
         return False
     return (head == "*" or head == key[0]) and _match(rest, key[1:])
-
-
-@dataclass(slots=True)
-class _Message:
-    body: bytes
-    exchange: str
-    routing_key: str
-    message_id: str | None
-    headers: dict[str, Any]
-    returns: int = 0
-    redelivered: bool = False
-    published_at: float = field(default_factory=time.time)
-
-    def copy(self) -> _Message:
-        return _Message(
-            self.body, self.exchange, self.routing_key, self.message_id, dict(self.headers)
-        )
 
 
 class _WorkQueue:
@@ -113,35 +92,6 @@ class _WorkQueue:
                 self._next = (self._next + i + 1) % len(self.consumers)
                 return candidate
         return None
-
-
-class _Stream:
-    def __init__(self, spec: QueueSpec) -> None:
-        self.spec = spec
-        self.entries: list[_Message] = []
-        self.waiters: set[asyncio.Future[None]] = set()
-
-    def append(self, message: _Message) -> None:
-        message.headers[STREAM_OFFSET_HEADER] = len(self.entries)
-        self.entries.append(message)
-        for waiter in self.waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self.waiters.clear()
-
-    async def wait_beyond(self, position: int, idle: float) -> bool:
-        """Wait until an entry exists at `position`; False after `idle` seconds."""
-        if position < len(self.entries):
-            return True
-        waiter = asyncio.get_running_loop().create_future()
-        self.waiters.add(waiter)
-        try:
-            await asyncio.wait_for(waiter, idle)
-        except TimeoutError:
-            return False
-        finally:
-            self.waiters.discard(waiter)
-        return position < len(self.entries)
 
 
 class MemoryBroker:
@@ -367,6 +317,7 @@ class MemoryBus:
         self.node_id = node_id
         self._connected = False
         self._consumers: list[_Consumer] = []
+        self._sequences: dict[str, asyncio.Lock] = {}
 
     @property
     def connected(self) -> bool:
@@ -414,8 +365,12 @@ class MemoryBus:
                 results.append(err)
         return results
 
-    async def publish_sequence(self, msgs: Sequence[Outgoing]) -> list[PublishError | None]:
-        return await self.publish_many(msgs)  # one after another: in order
+    async def publish_sequence(
+        self, msgs: Sequence[Outgoing], *, key: str
+    ) -> list[PublishError | None]:
+        # One after another, and one sequence of a key after the other, as on one channel.
+        async with self._sequences.setdefault(key, asyncio.Lock()):
+            return await self.publish_many(msgs)
 
     async def publish_dead_letter(self, queue: str, delivery: Delivery, reason: str | None) -> None:
         """A DEAD_LETTER verdict: a copy to `<p>.dead` as `<node>.<reason>`, confirmed."""
@@ -481,22 +436,3 @@ class MemoryBus:
                 continue
             if not await stream.wait_beyond(position, idle_timeout):
                 return
-
-
-def _start(stream: _Stream, offset: str | int) -> int:
-    """Where a reader starts, as RabbitMQ's `x-stream-offset` would place it."""
-    if isinstance(offset, int):
-        return max(offset, 0)
-    if offset == "first":
-        return 0
-    if offset == "last":
-        return max(len(stream.entries) - 1, 0)
-    if offset == "next":
-        return len(stream.entries)
-    match = _INTERVAL.fullmatch(offset)
-    if match is None:
-        raise ConsumeError(f"invalid x-stream-offset {offset!r}")
-    since = time.time() - int(match.group(1)) * _SECONDS[match.group(2)]
-    return next(
-        (i for i, m in enumerate(stream.entries) if m.published_at >= since), len(stream.entries)
-    )
