@@ -12,11 +12,9 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +27,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import aiohttp
+
+from exchange.demo.runner import free_base_port
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NODE_START_SECONDS = 60.0
@@ -123,20 +123,6 @@ def exchange_command() -> list[str]:
     if script.exists():
         return [str(script)]
     return [sys.executable, "-c", "import sys; from exchange.cli import main; sys.exit(main())"]
-
-
-def free_base_port(count: int) -> int:
-    """A port such that `count` consecutive ports from it are free now."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000 - count)
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free ports")
 
 
 @dataclass(frozen=True)

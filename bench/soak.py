@@ -40,14 +40,12 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -57,11 +55,11 @@ from typing import Any, TypeVar
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "fault"))
 
+from e2e_nodes import broker_pid, fresh_vhost
 from fault_harness import FINAL_STATES, FaultNetwork, Sent
-from private_broker import free_base_port
 
 from exchange.client import GatewayUnreachable, ProblemError
-from exchange.demo.runner import CASE, amqp_answers
+from exchange.demo.runner import CASE, amqp_answers, free_base_port
 from exchange.network import init_network_dir
 
 DEFAULT_URL = os.environ.get("EXCHANGE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -77,37 +75,6 @@ _T = TypeVar("_T")
 
 
 # --- the broker ------------------------------------------------------------------------
-
-
-def _rabbitmqctl(*args: str) -> str:
-    done = subprocess.run(
-        ["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=60
-    )
-    return done.stdout.strip()
-
-
-@contextlib.contextmanager
-def fresh_vhost(base_url: str) -> Iterator[str]:
-    """A throwaway vhost (deleted afterwards) and its URL; the base URL without rabbitmqctl."""
-    if shutil.which("rabbitmqctl") is None:
-        print("rabbitmqctl not found: using the URL's own vhost", flush=True)
-        yield base_url
-        return
-    vhost = f"bench-soak-{uuid.uuid4().hex[:10]}"
-    parts = urllib.parse.urlsplit(base_url)
-    _rabbitmqctl("add_vhost", vhost)
-    try:
-        _rabbitmqctl("set_permissions", "-p", vhost, parts.username or "guest", ".*", ".*", ".*")
-        path = "/" + urllib.parse.quote(vhost, safe="")
-        yield urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
-    finally:
-        _rabbitmqctl("delete_vhost", vhost)
-
-
-def broker_pid() -> int | None:
-    with contextlib.suppress(Exception):
-        return int(_rabbitmqctl("eval", "os:getpid().").strip('"'))
-    return None
 
 
 # --- memory and CPU, from /proc --------------------------------------------------------

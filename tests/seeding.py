@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from uuid import UUID
+from typing import Any
 
 from aiohttp import web
 
@@ -11,36 +10,15 @@ from exchange.gateway import keys
 from exchange.storage.case_events import insert_event
 from exchange.storage.case_records import NewCaseEvent
 from exchange.storage.messages import insert_inbox
+from exchange.storage.records import IncomingMessage
 from exchange.subscriptions.http import CASE_UPDATES
 
 
-async def seed_inbox(
-    app: web.Application,
-    message_id: UUID,
-    type: str,
-    case: str,
-    sender: str,
-    in_reply_to: UUID | None,
-    digest: str,
-    envelope: bytes,
-    received_at: datetime,
-    respond_by: datetime | None,
-) -> int:
-    """Store an incoming message (no audit entries: the tests read it back); its cursor."""
-    arrival = await app[keys.DATABASE].call(
-        lambda conn: insert_inbox(
-            conn,
-            message_id,
-            type,
-            case,
-            sender,
-            in_reply_to,
-            digest,
-            envelope,
-            received_at,
-            respond_by,
-        )
-    )
+async def seed_inbox(app: web.Application, *fields: Any) -> int:
+    """Store an incoming message (the fields of `IncomingMessage`), without the audit
+    entries the relay writes with it: the tests read it back. Returns its cursor."""
+    message = IncomingMessage(*fields)
+    arrival = await app[keys.DATABASE].call(lambda conn: insert_inbox(conn, message))
     return arrival.cursor
 
 

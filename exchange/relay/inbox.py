@@ -33,6 +33,7 @@ from exchange.relay.receipts import OwedReceipt, ReplyTo, sign_receipt
 from exchange.schemas import validate_payload
 from exchange.storage import outbox
 from exchange.storage.messages import insert_inbox, insert_receipt
+from exchange.storage.records import IncomingMessage
 from exchange.transport.bus import ACK, Delivery, dead_letter
 from exchange.transport.topology import Topology
 
@@ -128,15 +129,17 @@ class InboxStep:
         header = arrival.verified.envelope.header
         stored = insert_inbox(
             conn,
-            header.id,
-            header.type.value,
-            header.case,
-            header.sender,
-            header.in_reply_to,
-            arrival.verified.digest,
-            arrival.body,
-            arrival.received_at,
-            arrival.respond_by,
+            IncomingMessage(
+                header.id,
+                header.type.value,
+                header.case,
+                header.sender,
+                header.in_reply_to,
+                arrival.verified.digest,
+                arrival.body,
+                arrival.received_at,
+                arrival.respond_by,
+            ),
         )
         if not stored.new:
             if stored.digest != arrival.verified.digest:

@@ -17,11 +17,13 @@ from datetime import datetime
 from uuid import UUID
 
 from exchange.storage import messages_sql as sql
+from exchange.storage import outbox
 from exchange.storage.messages_sql import MessageStatus
 from exchange.storage.records import (
     CaseMessage,
     InboxArrival,
     InboxRecord,
+    IncomingMessage,
     MessageRecord,
     OutgoingRecord,
     OverdueReport,
@@ -63,23 +65,10 @@ def insert_message(conn: sqlite3.Connection, record: OutgoingRecord) -> None:
     )
 
 
-def insert_inbox(
-    conn: sqlite3.Connection,
-    message_id: UUID,
-    type: str,
-    case: str,
-    sender: str,
-    in_reply_to: UUID | None,
-    digest: str,
-    envelope: bytes,
-    received_at: datetime,
-    respond_by: datetime | None,
-) -> InboxArrival:
+def insert_inbox(conn: sqlite3.Connection, message: IncomingMessage) -> InboxArrival:
     """Store a verified incoming message unless its id is already stored, and say which
     (with the stored copy's digest)."""
-    values = sql.inbox_values(
-        message_id, type, case, sender, in_reply_to, digest, envelope, received_at, respond_by
-    )
+    values = sql.inbox_values(message)
     new = conn.execute(sql.INSERT_INBOX, values).rowcount == 1
     cursor, stored = conn.execute(
         "SELECT cursor, digest FROM inbox WHERE id = ?", (values[0],)
@@ -145,14 +134,7 @@ class MessageStore:
 
     async def outbox_depth(self) -> int:
         """How many publishes (of every kind) still wait for a broker confirm."""
-
-        def run(conn: sqlite3.Connection) -> int:
-            (n,) = conn.execute(
-                "SELECT count(*) FROM outbox WHERE confirmed_at IS NULL AND abandoned_at IS NULL"
-            ).fetchone()
-            return int(n)
-
-        return await self._db.call(run)
+        return await self._db.call(outbox.depth)
 
     async def ping(self) -> bool:
         """True when the database commits a write (for readiness); raises if it cannot."""

@@ -17,6 +17,7 @@ from exchange.model.common import format_utc
 from exchange.storage.records import (
     CaseMessage,
     InboxRecord,
+    IncomingMessage,
     MessageRecord,
     OverdueItem,
     OverdueReport,
@@ -103,27 +104,17 @@ def refresh_status(conn: sqlite3.Connection, message_id: str, now: str) -> str:
     return status.value
 
 
-def inbox_values(
-    message_id: UUID,
-    type: str,
-    case: str,
-    sender: str,
-    in_reply_to: UUID | None,
-    digest: str,
-    envelope: bytes,
-    received_at: datetime,
-    respond_by: datetime | None,
-) -> tuple[Any, ...]:
+def inbox_values(message: IncomingMessage) -> tuple[Any, ...]:
     return (
-        str(message_id),
-        type,
-        case,
-        sender,
-        None if in_reply_to is None else str(in_reply_to),
-        digest,
-        envelope,
-        ts(received_at),
-        None if respond_by is None else ts(respond_by),
+        str(message.id),
+        message.type,
+        message.case,
+        message.sender,
+        None if message.in_reply_to is None else str(message.in_reply_to),
+        message.digest,
+        message.envelope,
+        ts(message.received_at),
+        None if message.respond_by is None else ts(message.respond_by),
     )
 
 

@@ -121,6 +121,14 @@ def choose(
     return chosen
 
 
+def depth(conn: sqlite3.Connection) -> int:
+    """How many publishes (of every kind) still wait for a broker confirm."""
+    (n,) = conn.execute(
+        "SELECT count(*) FROM outbox WHERE confirmed_at IS NULL AND abandoned_at IS NULL"
+    ).fetchone()
+    return int(n)
+
+
 class Outbox:
     """Async access to the outbox rows; each method is one transaction."""
 
@@ -197,14 +205,7 @@ class Outbox:
 
     async def depth(self) -> int:
         """How many publishes are still waiting for a broker confirm."""
-
-        def run(conn: sqlite3.Connection) -> int:
-            (n,) = conn.execute(
-                "SELECT count(*) FROM outbox WHERE confirmed_at IS NULL AND abandoned_at IS NULL"
-            ).fetchone()
-            return int(n)
-
-        return await self._db.call(run)
+        return await self._db.call(depth)
 
 
 def _confirmed_entry(item: OutboxItem) -> EntryFields:

@@ -95,6 +95,21 @@ class InboxRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """A verified incoming message, ready to be stored once (`envelope`: the exact bytes)."""
+
+    id: UUID
+    type: str
+    case: str
+    sender: str
+    in_reply_to: UUID | None
+    digest: str
+    envelope: bytes
+    received_at: datetime
+    respond_by: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class InboxArrival:
     """What `insert_inbox` found for an incoming message, or stored."""
 

@@ -287,34 +287,24 @@ class CaseUpdates:
         """
         if header.type.value not in _TRIGGERS:
             return []
-        try:
-            return self._prepare_automatic(envelope, header, payload, direction)
-        except Exception:
-            _log.exception(
-                "case_update.automatic_failed",
-                message_id=str(header.id),
-                node=self.node_id,
-                on=direction,
-            )
-            return []
-
-    def _prepare_automatic(
-        self,
-        envelope: Mapping[str, Any],
-        header: Header,
-        payload: BaseModel | None,
-        direction: str,
-    ) -> list[PreparedUpdate]:
         side: Direction = "sent" if direction == "sent" else "received"
         prepared: list[PreparedUpdate] = []
-        for network in self.config.member_networks():
-            if not should_emit(network, header, self.node_id, side):
-                continue
-            if payload is None:
-                payload = validate_payload(header.type.value, header.schema_, envelope["payload"])
-            update = automatic_update(network, header, payload)
-            if update is not None:
-                prepared.append(self._sign_automatic(network, header, update, side))
+        try:
+            for network in self.config.member_networks():
+                if not should_emit(network, header, self.node_id, side):
+                    continue
+                if payload is None:
+                    payload = validate_payload(
+                        header.type.value, header.schema_, envelope["payload"]
+                    )
+                update = automatic_update(network, header, payload)
+                if update is not None:
+                    prepared.append(self._sign_automatic(network, header, update, side))
+        except Exception:
+            _log.exception(
+                "case_update.automatic_failed", message_id=str(header.id), node=self.node_id
+            )
+            return []
         return prepared
 
     def store_automatic(

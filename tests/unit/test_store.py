@@ -12,16 +12,15 @@ from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
+from node_db import NodeDatabase
 
 from exchange.audit.entries import AuditEvent, EntryFields
 from exchange.audit.log import AuditLog
-from exchange.audit.store import setup_schema as setup_audit_schema
 from exchange.gateway.submit import owed_publishes
 from exchange.storage import outbox
 from exchange.storage.messages import MessageStore, insert_inbox, insert_message, insert_receipt
-from exchange.storage.outbox import Outbox, OutboxItem
-from exchange.storage.records import OutgoingRecord
-from exchange.storage.schema import setup_schema
+from exchange.storage.outbox import OutboxItem
+from exchange.storage.records import IncomingMessage, OutgoingRecord
 from exchange.storage.sqlite_thread import SqliteThread
 from exchange.transport.topology import Topology
 
@@ -54,28 +53,12 @@ def outgoing(
     )
 
 
-def _setup(conn: sqlite3.Connection) -> None:
-    setup_audit_schema(conn)
-    setup_schema(conn)
-
-
-class Node(MessageStore):
+class Node(NodeDatabase, MessageStore):
     """A node's database with its audit log, written as the gateway and the relay write it."""
 
     def __init__(self, db: SqliteThread, audit: AuditLog) -> None:
-        super().__init__(db)
-        self.db, self.audit = db, audit
-        self.outbox = Outbox(db, audit.write)
-
-    @classmethod
-    async def open(cls, path: Path) -> Node:  # type: ignore[override]
-        db = SqliteThread(path, _setup)
-        await db.start()
-        return cls(db, await AuditLog.attach(db, None, node="AL-ARO"))
-
-    async def close(self) -> None:
-        await self.audit.close()
-        await self.db.close()
+        NodeDatabase.__init__(self, db, audit)
+        MessageStore.__init__(self, db)
 
     async def submit(self, record: OutgoingRecord) -> None:
         entry = EntryFields.build(AuditEvent.ACCEPTED, message_id=record.id, digest=record.digest)
@@ -126,7 +109,8 @@ class Node(MessageStore):
         return result.status if result.refusal is None else None
 
     async def inbox_store(self, *args: object) -> int:
-        arrival = await self.db.call(lambda conn: insert_inbox(conn, *args))  # type: ignore[arg-type]
+        message = IncomingMessage(*args)  # type: ignore[arg-type]
+        arrival = await self.db.call(lambda conn: insert_inbox(conn, message))
         return arrival.cursor
 
     async def inbox_digest(self, message_id: UUID) -> str | None:

@@ -9,16 +9,14 @@ import dataclasses
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
+from node_db import NodeDatabase
 
 from exchange.audit.entries import AuditEvent, EntryFields
-from exchange.audit.log import AuditLog
-from exchange.audit.store import setup_schema as setup_audit_schema
 from exchange.config import EARLIER_FILES
 from exchange.errors import ConfigError
 from exchange.gateway.app import create_app, open_database
@@ -34,9 +32,7 @@ from exchange.storage.case_events import (
     webhook_retry,
 )
 from exchange.storage.case_records import NewCaseEvent, Stored
-from exchange.storage.outbox import FANOUT, Outbox, Publish
-from exchange.storage.schema import setup_schema
-from exchange.storage.sqlite_thread import SqliteThread
+from exchange.storage.outbox import FANOUT, Publish
 
 ROUTING_KEY = "see-pcn.AL-2026-0042.frozen"
 
@@ -50,35 +46,12 @@ def event(
     )
 
 
-def _setup(conn: sqlite3.Connection) -> None:
-    setup_audit_schema(conn)
-    setup_schema(conn)
-
-
-@dataclass
-class Node:
+class Node(NodeDatabase):
     """A node's database with its audit log; updates written as the service writes them."""
-
-    db: SqliteThread
-    audit: AuditLog
 
     @property
     def store(self) -> CaseEventStore:
         return CaseEventStore(self.db, self.audit.write)
-
-    @property
-    def outbox(self) -> Outbox:
-        return Outbox(self.db, self.audit.write)
-
-    @classmethod
-    async def open(cls, path: Path) -> Node:
-        db = SqliteThread(path, _setup)
-        await db.start()
-        return cls(db, await AuditLog.attach(db, None, node="AL-ARO"))
-
-    async def close(self) -> None:
-        await self.audit.close()
-        await self.db.close()
 
     async def record(self, new: NewCaseEvent, webhooks: Sequence[str] = ()) -> Stored:
         """A received update: stored once with its webhook jobs (no publish owed)."""
