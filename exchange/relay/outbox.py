@@ -226,7 +226,7 @@ def _outgoing(item: OutboxItem, headers: Mapping[str, str]) -> Outgoing:
     return Outgoing(
         exchange=item.exchange,
         routing_key=item.routing_key,
-        body=item.body,
+        body=item.envelope,
         # unique per publish: returns are matched by message id
         message_id=f"{item.message_id}/{item.recipient}/{uuid4().hex[:8]}",
         headers=headers,

@@ -35,36 +35,15 @@ class NewCaseEvent:
     envelope: bytes
 
     def stored_as(self, cursor: int) -> CaseEventRecord:
-        return CaseEventRecord(
-            cursor,
-            self.id,
-            self.network,
-            self.case,
-            self.event,
-            self.sender,
-            self.direction,
-            self.digest,
-            self.created_at,
-            self.received_at,
-            self.envelope,
-        )
+        fields = {name: getattr(self, name) for name in NewCaseEvent.__dataclass_fields__}
+        return CaseEventRecord(**fields, cursor=cursor)
 
 
 @dataclass(frozen=True, slots=True)
-class CaseEventRecord:
+class CaseEventRecord(NewCaseEvent):
     """A stored case update; `cursor` orders the node's events, oldest first."""
 
     cursor: int
-    id: UUID
-    network: str
-    case: str
-    event: str
-    sender: str
-    direction: Direction
-    digest: str
-    created_at: datetime
-    received_at: datetime
-    envelope: bytes
 
     def view(self) -> dict[str, Any]:
         """The document a subscriber receives (SSE data, polling item, webhook body)."""

@@ -44,19 +44,16 @@ class Publish:
 
 
 @dataclass(frozen=True, slots=True)
-class OutboxItem:
-    """One unconfirmed publish."""
+class OutboxItem(Publish):
+    """One unconfirmed publish, with its envelope's bytes and the attempts made so far."""
 
-    seq: int
-    message_id: UUID
-    recipient: str
-    kind: PublishKind
-    type: str
-    exchange: str
-    routing_key: str
-    order_key: str | None
-    body: bytes
-    attempts: int
+    seq: int = 0
+    attempts: int = 0
+
+    @property
+    def envelope(self) -> bytes:
+        assert self.body is not None  # read with the stored message's envelope
+        return self.body
 
     @property
     def key(self) -> tuple[UUID, str]:
@@ -155,7 +152,7 @@ class Outbox:
             items = []
             for seq in choose(pending, taken, limit):
                 s, m, r, k, t, x, rk, ok, b, a = conn.execute(_SELECT_ROW, (seq,)).fetchone()
-                items.append(OutboxItem(s, UUID(m), r, k, t, x, rk, ok, bytes(b), a))
+                items.append(OutboxItem(UUID(m), r, k, t, x, rk, ok, bytes(b), seq=s, attempts=a))
             return items
 
         return await self._db.call(run)

@@ -79,22 +79,6 @@ class MessageRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class InboxRecord:
-    """A verified incoming message; `cursor` orders the inbox."""
-
-    cursor: int
-    id: UUID
-    type: str
-    case: str
-    sender: str
-    in_reply_to: UUID | None
-    digest: str
-    envelope: bytes
-    received_at: datetime
-    respond_by: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
 class IncomingMessage:
     """A verified incoming message, ready to be stored once (`envelope`: the exact bytes)."""
 
@@ -107,6 +91,13 @@ class IncomingMessage:
     envelope: bytes
     received_at: datetime
     respond_by: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRecord(IncomingMessage):
+    """A stored incoming message; `cursor` orders the inbox."""
+
+    cursor: int
 
 
 @dataclass(frozen=True, slots=True)
