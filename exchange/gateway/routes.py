@@ -34,7 +34,7 @@ from exchange.gateway.audit_http import AUDIT_ROUTES
 from exchange.gateway.auth import Permission
 from exchange.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from exchange.gateway.openapi import build_openapi
-from exchange.gateway.problems import problem_response
+from exchange.gateway.problems import problem, problem_response
 from exchange.gateway.request_body import read_json_object
 from exchange.gateway.route_spec import Param, Route
 from exchange.gateway.submit import (
@@ -216,15 +216,7 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     if all(checks.values()):
         return views.json_response({"status": "ready", "checks": checks})
     failing = ", ".join(name for name, ok in checks.items() if not ok)
-    problem = {
-        "type": "urn:xb:error:service.unavailable",
-        "title": "The service is not ready",
-        "status": 503,
-        "code": "service.unavailable",
-        "detail": f"not ready: {failing}",
-        "checks": checks,
-    }
-    return problem_response(problem)
+    return problem_response(problem("service.unavailable", f"not ready: {failing}", checks=checks))
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
