@@ -25,6 +25,7 @@ from exchange.crypto.verify import TrustStore
 from exchange.errors import ConfigError
 from exchange.gateway import keys
 from exchange.gateway.auth import Authenticator
+from exchange.gateway.keys import CASE_UPDATES
 from exchange.gateway.metrics import Metrics
 from exchange.gateway.peers import PeerCheckpoints
 from exchange.gateway.problems import problem_middleware
@@ -34,7 +35,6 @@ from exchange.gateway.route_spec import Route, RouteHandler
 from exchange.gateway.routes import ROUTES
 from exchange.gateway.store import MessageStore
 from exchange.log import get_logger
-from exchange.subscriptions.http import CASE_UPDATES
 from exchange.subscriptions.service import CaseUpdates
 from exchange.transport.amqp import AmqpBus
 from exchange.transport.bus import Bus

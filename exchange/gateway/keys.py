@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from exchange.crypto.verify import TrustStore
     from exchange.gateway.peers import PeerCheckpoints
     from exchange.gateway.relay import Relay
+    from exchange.subscriptions.service import CaseUpdates
     from exchange.transport.bus import Bus
 
 CONFIG = web.AppKey("config", NodeConfig)
@@ -33,5 +34,6 @@ AUDIT: web.AppKey[AuditLog] = web.AppKey("audit")
 BUS: web.AppKey[Bus | None] = web.AppKey("bus")
 RELAY: web.AppKey[Relay | None] = web.AppKey("relay")
 PEERS: web.AppKey[PeerCheckpoints] = web.AppKey("peers")
+CASE_UPDATES: web.AppKey[CaseUpdates] = web.AppKey("case_updates")
 
 PRINCIPAL = web.RequestKey("principal", Principal)

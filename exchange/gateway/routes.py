@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from exchange.errors import FieldError, RequestError
+from exchange.gateway import case_updates_http as subscriptions
 from exchange.gateway import keys, views
 from exchange.gateway.api_models import (
     Accepted,
@@ -46,7 +47,6 @@ from exchange.gateway.submit import (
 )
 from exchange.log import get_logger
 from exchange.model.common import CASE_PATTERN, NETWORK_PATTERN, MessageType, utc_now
-from exchange.subscriptions import http as subscriptions
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 500
@@ -104,7 +104,7 @@ async def submit_message(request: web.Request) -> web.StreamResponse:
         submitted_by=principal.token_id,
     )
     record = signed.record
-    case_updates = app[subscriptions.CASE_UPDATES]
+    case_updates = app[keys.CASE_UPDATES]
     if submission.type is MessageType.CASE_UPDATE:
         # fanned out on the cases exchange by the case-update publisher, not the relay
         await case_updates.accept(

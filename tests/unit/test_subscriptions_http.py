@@ -26,9 +26,9 @@ from exchange.audit.entries import AuditEntry
 from exchange.gateway import keys
 from exchange.gateway.api_models import CaseUpdateEvent, CaseUpdatePage
 from exchange.gateway.app import create_app
+from exchange.gateway.keys import CASE_UPDATES
 from exchange.network import NetworkLayout, init_network_dir
 from exchange.subscriptions.client import stream_updates
-from exchange.subscriptions.http import CASE_UPDATES
 from exchange.subscriptions.sse import parse_events
 
 NODES = ["AL-ARO", "RS-PPO", "MD-ARO", "KZ-ARC"]

@@ -1,4 +1,4 @@
-"""The subscription endpoints: case updates for local users with the `subscriber` role.
+"""The case-update endpoints: case updates for local users with the `subscriber` role.
 
 `GET /v1/subscriptions/stream` is a Server-Sent Events stream whose `id:` is the update's
 durable cursor: a client that reconnects with `Last-Event-ID` resumes right after the last
@@ -24,8 +24,6 @@ from exchange.subscriptions import sse
 from exchange.subscriptions.feed import frame_of
 from exchange.subscriptions.records import CaseEventRecord
 from exchange.subscriptions.service import CaseUpdates
-
-CASE_UPDATES = web.AppKey("case_updates", CaseUpdates)
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 500
@@ -92,7 +90,7 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     after = _int_param(request.query.get("after"), "after", 0, 0, MAX_CURSOR)
     limit = _int_param(request.query.get("limit"), "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     network, case = _filters(request)
-    store = request.app[CASE_UPDATES].store
+    store = request.app[keys.CASE_UPDATES].store
     records = await store.events_after(after, limit, network=network, case=case)
     await _audit_delivered(request, records, "poll")
     return views.json_response(
@@ -110,7 +108,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         request.query.get("heartbeat"), "heartbeat", DEFAULT_HEARTBEAT_SECONDS, 1, 300
     )
     network, case = _filters(request)
-    service = request.app[CASE_UPDATES]
+    service = request.app[keys.CASE_UPDATES]
     response = web.StreamResponse(
         headers={
             "Content-Type": sse.CONTENT_TYPE,
