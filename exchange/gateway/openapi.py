@@ -15,8 +15,10 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from exchange import __version__ as package_version
+from exchange.config import NodeConfig
 from exchange.errors import ERROR_TABLE
 from exchange.gateway.api_models import ProblemDetails, SubmitMessage
+from exchange.gateway.params import openapi_parameters
 from exchange.gateway.problems import PROBLEM_CONTENT_TYPE
 from exchange.gateway.route_spec import Route
 from exchange.model.common import MessageType
@@ -77,7 +79,7 @@ def _error_responses(codes: Sequence[str], problem_ref: dict[str, Any]) -> dict[
     }
 
 
-def _operation(route: Route, refs: _Refs) -> dict[str, Any]:
+def _operation(route: Route, refs: _Refs, config: NodeConfig) -> dict[str, Any]:
     problem_ref = refs[(ProblemDetails, "serialization")]
     if route.response is not None:
         schema = refs[(route.response, "serialization")]
@@ -103,17 +105,8 @@ def _operation(route: Route, refs: _Refs) -> dict[str, Any]:
         ).strip()
     if description:
         operation["description"] = description
-    if route.params:
-        operation["parameters"] = [
-            {
-                "name": p.name,
-                "in": p.location,
-                "description": p.description,
-                "required": p.required,
-                "schema": p.schema,
-            }
-            for p in route.params
-        ]
+    if route.params is not None:
+        operation["parameters"] = openapi_parameters(route.params, config)
     if route.request is not None:
         operation["requestBody"] = {
             "required": True,
@@ -122,12 +115,13 @@ def _operation(route: Route, refs: _Refs) -> dict[str, Any]:
     return operation
 
 
-def build_openapi(routes: Sequence[Route], *, node_id: str, network: str) -> dict[str, Any]:
-    """The complete OpenAPI 3.1 document for `routes`."""
+def build_openapi(routes: Sequence[Route], config: NodeConfig) -> dict[str, Any]:
+    """The complete OpenAPI 3.1 document for `routes` as the node of `config` serves them."""
+    node_id, network = config.node_id, config.network
     refs, schemas = _component_schemas(routes)
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs)
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs, config)
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
