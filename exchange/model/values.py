@@ -305,7 +305,8 @@ def _real_date(value: str) -> str:
     return value
 
 
-def _json_integer(value: Any) -> Any:
+def json_integer(value: Any) -> Any:
+    """Refuses what JSON does not give as a number (strings, booleans)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError("must be a JSON integer")
     return value
@@ -397,5 +398,7 @@ Digest = TypeAliasType(
 )
 
 
-JsonInt = Annotated[int, BeforeValidator(_json_integer)]
-"""An integer as JSON gives it: strings and booleans are refused (bounds go on the field)."""
+JsonInt = Annotated[int, BeforeValidator(json_integer)]
+"""An integer as JSON gives it: strings and booleans are refused (bounds go on the field).
+An optional bounded one is `Annotated[int, Field(ge=.., le=..), BeforeValidator(json_integer)]
+| None`: bounds placed after the validator would reach the JSON Schema as raw `ge`/`le`."""

@@ -87,6 +87,16 @@ def test_every_string_and_list_is_bounded(path: str) -> None:
 
 
 @pytest.mark.parametrize("path", sorted(PAYLOAD_DOCUMENTS))
+def test_every_integer_is_bounded_with_json_schema_keywords(path: str) -> None:
+    # pydantic writes a bound it cannot translate as its own `ge`/`le`, which JSON Schema
+    # ignores: a partner's validator would then accept any integer the reference refuses.
+    for node in nodes(PAYLOAD_DOCUMENTS[path]):
+        if node.get("type") == "integer":
+            assert not {"ge", "le", "gt", "lt"} & set(node), node
+            assert {"minimum", "maximum"} <= set(node), node
+
+
+@pytest.mark.parametrize("path", sorted(PAYLOAD_DOCUMENTS))
 def test_every_property_is_described(path: str) -> None:
     document = PAYLOAD_DOCUMENTS[path]
     for name, definition in [("(root)", document), *document["$defs"].items()]:
