@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import BeforeValidator, Field
 
-from exchange.errors import ExchangeError, FieldError, RequestError
+from exchange.errors import ExchangeError
 from exchange.gateway import keys
 from exchange.gateway.auth import Permission
 from exchange.gateway.params import (
@@ -55,17 +55,11 @@ class PeersQuery(RouteParams):
     node: NodeId | None = Field(None, description="Only this node's checkpoints.")
 
 
-def _beyond_the_log(size: int, what: str) -> ExchangeError:
-    """A tree or entry the log does not have yet: absent, like an unknown message id."""
-    return ExchangeError(f"the log has {size} entries: it has no {what} yet", code="not_found")
-
-
-def _relation(name: str, message: str) -> RequestError:
-    return RequestError(
-        f"the parameter {name!r} {message}",
-        code="request.bad_parameter",
-        errors=[FieldError(f"/query/{name}", message)],
-    )
+def _no_such_proof(logged: int, why: str) -> ExchangeError:
+    """Sizes that name no proof (beyond the log, or the wrong way round): a resource that
+    does not exist, like an unknown message id. Every pair the schemas allow is answered
+    either with its proof or with this 404, never with a 400."""
+    return ExchangeError(f"no such proof: {why} (the log has {logged} entries)", code="not_found")
 
 
 async def get_checkpoint(request: web.Request) -> web.StreamResponse:
@@ -83,11 +77,9 @@ async def get_inclusion_proof(request: web.Request, params: InclusionQuery) -> w
     logged = audit.head.size
     index, size = params.index, logged if params.size is None else params.size
     if size > logged:
-        raise _beyond_the_log(logged, f"tree of size {size}")
+        raise _no_such_proof(logged, f"the log has no tree of size {size} yet")
     if index >= size:
-        if params.size is None:
-            raise _beyond_the_log(logged, f"entry {index}")
-        raise _relation("index", f"must be less than size ({size})")
+        raise _no_such_proof(logged, f"a tree of size {size} has no entry {index}")
     proof = await audit.inclusion_proof(index, size)
     return json_response(proof.as_dict())
 
@@ -100,9 +92,9 @@ async def get_consistency_proof(
     logged = audit.head.size
     old, new = params.from_, logged if params.to is None else params.to
     if max(old, new) > logged:
-        raise _beyond_the_log(logged, f"tree of size {max(old, new)}")
+        raise _no_such_proof(logged, f"the log has no tree of size {max(old, new)} yet")
     if old > new:
-        raise _relation("from", f"must not be more than to ({new})")
+        raise _no_such_proof(logged, f"a tree of size {old} is no prefix of one of size {new}")
     proof = await audit.consistency_proof(old, new)
     return json_response(proof.as_dict())
 
@@ -192,10 +184,8 @@ AUDIT_ROUTES: tuple[Route, ...] = (
         },
         errors=("not_found",),
         tags=("audit",),
-        description="An index or size beyond the log is 404 `not_found`: the log has no such "
-        "entry or tree yet. An index that is not less than the `size` given is 400 "
-        "`request.bad_parameter` (a rule between two parameters, which their schemas cannot "
-        "express).",
+        description="An entry the tree does not hold (an index beyond the log, or not less "
+        "than `size`) or a size beyond the log is 404 `not_found`: there is no such proof.",
     ),
     Route(
         "GET",
@@ -217,9 +207,8 @@ AUDIT_ROUTES: tuple[Route, ...] = (
         },
         errors=("not_found",),
         tags=("audit",),
-        description="A size beyond the log is 404 `not_found`: the log has no tree of that "
-        "size yet. A `from` larger than `to` is 400 `request.bad_parameter` (a rule between "
-        "two parameters, which their schemas cannot express).",
+        description="A size beyond the log, or a `from` larger than `to`, is 404 `not_found`: "
+        "there is no such proof.",
     ),
     Route(
         "GET",

@@ -141,10 +141,8 @@ class RouteParams(BaseModel):
         for wire, where, _ in cls.fields_by_location():
             if where is In.PATH:
                 raw[wire] = request.match_info[wire]
-            elif where is In.HEADER:
-                value = request.headers.get(wire, "").strip()
-                if value:  # an empty header is no header (EventSource never sends one)
-                    raw[wire] = value
+            elif where is In.HEADER and wire in request.headers:
+                raw[wire] = request.headers[wire].strip()  # HTTP's spaces around a value
         if errors:
             raise _bad_parameters(errors)
         try:

@@ -16,6 +16,17 @@ from exchange.gateway.params import RouteHandler as RouteHandler
 from exchange.gateway.params import RouteParams, params_of
 
 AUTH_CODES = ("auth.missing", "auth.invalid", "auth.forbidden")
+EVENT_STREAM = "text/event-stream"
+
+
+@dataclass(frozen=True, slots=True)
+class EventStream:
+    """A Server-Sent Events response: events named `event`, whose `id` is a cursor and whose
+    `data` is one line of JSON, a document of `model`."""
+
+    event: str
+    model: type[BaseModel]
+    description: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +42,7 @@ class Route:
     response_media: str = "application/json"
     response_schema: dict[str, Any] | None = None  # when there is no model
     request: type[BaseModel] | None = None
+    stream: EventStream | None = None  # the response is text/event-stream
     errors: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     description: str = ""

@@ -23,6 +23,7 @@ from exchange.gateway import case_updates_http as subscriptions
 from exchange.gateway import keys, views
 from exchange.gateway.api_models import (
     Accepted,
+    CaseUpdateEvent,
     CaseUpdatePage,
     CaseView,
     Health,
@@ -40,7 +41,7 @@ from exchange.gateway.openapi import build_openapi
 from exchange.gateway.params import PATH, AsciiInt, Cursor, MessageId, RouteParams, takes
 from exchange.gateway.problems import problem, problem_response
 from exchange.gateway.request_body import read_json_object
-from exchange.gateway.route_spec import Route
+from exchange.gateway.route_spec import EventStream, Route
 from exchange.gateway.submit import (
     check_case_update,
     check_payload,
@@ -50,6 +51,7 @@ from exchange.gateway.submit import (
 )
 from exchange.log import get_logger
 from exchange.model.common import CaseRef, MessageType, utc_now
+from exchange.subscriptions import sse
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 500
@@ -330,12 +332,13 @@ ROUTES: tuple[Route, ...] = (
         "streamCaseUpdates",
         "Case updates as Server-Sent Events, resumable with Last-Event-ID",
         Permission.SUBSCRIBE,
-        response_media="text/event-stream",
-        response_schema={
-            "type": "string",
-            "description": "Events `case-update` whose `id` is the update's cursor and whose "
-            "`data` is a CaseUpdateEvent; `: heartbeat` comments while idle.",
-        },
+        stream=EventStream(
+            sse.EVENT_NAME,
+            CaseUpdateEvent,
+            "An update: event `case-update`, `id` its cursor (what Last-Event-ID resumes "
+            "after), `data` the CaseUpdateEvent as one line of JSON. While idle the stream "
+            "sends `: heartbeat` comments, and first a `retry:` line.",
+        ),
         tags=("subscriptions",),
         description="Each update sent is audited as subscription-delivered to the token.",
     ),

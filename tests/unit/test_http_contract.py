@@ -1,8 +1,9 @@
-"""Route parameters as a client sees them: on every route that has parameters, a bad one is a
+"""The HTTP contract as a client sees it: on every route that has parameters, a bad one is a
 400 `request.bad_parameter` problem naming it (never a 500), integers are ASCII digits only,
-and the OpenAPI document describes exactly the parameters each route parses.
+and the node's OpenAPI document describes what it enforces: the parameters each route parses,
+the submissions it takes, the events of its stream.
 
-The cases are generated from the route table, so a route that gains a parameter is tested.
+The parameter cases are generated from the route table, so a route that gains one is tested.
 """
 
 from __future__ import annotations
@@ -128,8 +129,8 @@ def bad_values(route: Route) -> Iterator[tuple[str, In, str, str]]:
         else:
             bad = BAD_TEXT[wire]
         for label, value in bad.items():
-            if where is In.HEADER and (value != value.strip() or not value.strip()):
-                continue  # HTTP strips a header's spaces; an empty one is no header
+            if where is In.HEADER and value != value.strip():
+                continue  # spaces around a header's value are not part of it
             if where is In.PATH and value == "":
                 continue  # an empty segment is another path
             yield wire, where, label, value
@@ -193,29 +194,26 @@ async def test_well_formed_parameters_are_taken_as_written(gateway: Gateway) -> 
     assert (await gateway.get("/v1/audit/peers?node=RS-PPO")).status == 200
 
 
-async def test_a_proof_beyond_the_log_is_not_found_and_a_reversed_one_is_a_bad_parameter(
-    gateway: Gateway,
-) -> None:
+async def test_sizes_that_name_no_proof_are_not_found(gateway: Gateway) -> None:
+    """Any pair of sizes the schemas allow gets its proof or a 404, never a 400."""
     await gateway.app[keys.AUDIT].append("refused", code="auth.missing")
     await gateway.app[keys.AUDIT].append("refused", code="auth.missing")
     size = gateway.app[keys.AUDIT].head.size
     for url in (
         f"/v1/audit/proof/inclusion?index={size}",
         f"/v1/audit/proof/inclusion?index=0&size={size + 1}",
+        f"/v1/audit/proof/inclusion?index={size - 1}&size=1",
         f"/v1/audit/proof/consistency?from={size + 1}",
         f"/v1/audit/proof/consistency?from=1&to={size + 1}",
+        f"/v1/audit/proof/consistency?from={size}&to=1",
     ):
         response = await gateway.get(url)
         assert response.status == 404, url
-        assert (await response.json())["code"] == "not_found"
-    await problem_of(
-        await gateway.get(f"/v1/audit/proof/inclusion?index={size - 1}&size=1"), "/query/index"
-    )
-    await problem_of(
-        await gateway.get(f"/v1/audit/proof/consistency?from={size}&to=1"), "/query/from"
-    )
+        problem = await response.json()
+        assert (problem["code"], problem["detail"][:14]) == ("not_found", "no such proof:")
     assert (await gateway.get(f"/v1/audit/proof/inclusion?index=0&size={size}")).status == 200
     assert (await gateway.get(f"/v1/audit/proof/consistency?from=1&to={size}")).status == 200
+    assert (await gateway.get(f"/v1/audit/proof/consistency?from={size}")).status == 200
 
 
 async def test_the_document_lists_each_route_s_parameters_as_its_model_parses_them(
@@ -231,3 +229,46 @@ async def test_the_document_lists_each_route_s_parameters_as_its_model_parses_th
     stream = spec["paths"]["/v1/subscriptions/stream"]["get"]["parameters"]
     network = next(p for p in stream if p["name"] == "network")
     assert network["schema"]["enum"] == [NETWORK]  # this node's networks only
+
+
+async def test_the_document_offers_the_submissions_this_node_takes(gateway: Gateway) -> None:
+    spec = await (await gateway.client.get("/openapi.json")).json()
+    schemas = spec["components"]["schemas"]
+    body = spec["paths"]["/v1/messages"]["post"]["requestBody"]["content"]["application/json"]
+    variants = [schemas[ref["$ref"].rsplit("/", 1)[1]] for ref in body["schema"]["oneOf"]]
+    types = [v["properties"]["type"]["const"] for v in variants]
+    assert "receipt" not in types  # nodes send those themselves
+    assert len(types) == len(set(types)) == 7  # one a type (a case update: one a network)
+    for variant in variants:
+        recipients = variant["properties"]["recipients"]
+        assert recipients["uniqueItems"] is True
+        assert sorted(recipients["items"]["enum"]) == ["MD-ARO", "RS-PPO"]  # never itself
+        assert "must lie in the future" in variant["description"]
+    update = next(v for v in variants if v["properties"]["type"]["const"] == "case-update")
+    assert update["properties"]["recipients"]["minItems"] == 2  # every other member
+    assert update["properties"]["payload"]["allOf"][1]["properties"]["network"] == {
+        "const": NETWORK
+    }
+    assert "`payload.case` must be the message's `case`" in update["description"]
+    # A body the document offers is taken.
+    case_update = {
+        "type": "case-update",
+        "recipients": ["RS-PPO", "MD-ARO"],
+        "case": "AL-2026-0042",
+        "priority": "normal",
+        "handling": {"tlp": "AMBER", "code": "H2"},
+        "payload": {"case": "AL-2026-0042", "network": NETWORK, "event": "opened", "summary": "x"},
+    }
+    answer = await gateway.client.post("/v1/messages", json=case_update, headers=gateway.admin)
+    assert answer.status == 202, await answer.text()
+
+
+async def test_the_stream_documents_each_event_and_its_data(gateway: Gateway) -> None:
+    spec = await (await gateway.client.get("/openapi.json")).json()
+    ok = spec["paths"]["/v1/subscriptions/stream"]["get"]["responses"]["200"]["content"]
+    event = ok["text/event-stream"]["schema"]
+    assert event["properties"]["event"] == {"const": "case-update"}
+    assert event["properties"]["data"]["contentMediaType"] == "application/json"
+    assert event["properties"]["data"]["contentSchema"] == {
+        "$ref": "#/components/schemas/CaseUpdateEvent"
+    }
