@@ -8,7 +8,7 @@ the reason of a negative receipt (for partner nodes). The CLI prints `diagnostic
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -184,36 +184,3 @@ class AuditError(ExchangeError):
 
 class ConfigError(ExchangeError):
     code = "config.invalid"
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """RFC 9457 problem details for an `ExchangeError`."""
-
-    status: int
-    code: str
-    title: str
-    detail: str
-    errors: list[dict[str, str]] = field(default_factory=list)
-
-    @classmethod
-    def from_error(cls, err: ExchangeError) -> Problem:
-        return cls(
-            status=err.http_status,
-            code=err.code,
-            title=err.spec.title,
-            detail=err.detail,
-            errors=[e.as_dict() for e in err.errors],
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "type": f"urn:xb:error:{self.code}",
-            "title": self.title,
-            "status": self.status,
-            "code": self.code,
-            "detail": self.detail,
-        }
-        if self.errors:
-            body["errors"] = self.errors
-        return body

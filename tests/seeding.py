@@ -7,11 +7,11 @@ from typing import Any
 from aiohttp import web
 
 from exchange.gateway import keys
+from exchange.gateway.keys import CASE_UPDATES
 from exchange.storage.case_events import insert_event
 from exchange.storage.case_records import NewCaseEvent
 from exchange.storage.messages import insert_inbox
 from exchange.storage.records import IncomingMessage
-from exchange.subscriptions.http import CASE_UPDATES
 
 
 async def seed_inbox(app: web.Application, *fields: Any) -> int:

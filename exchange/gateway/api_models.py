@@ -25,9 +25,15 @@ class _Api(BaseModel):
 class SubmitMessage(_Api):
     """A message for partner nodes. The gateway adds id, sender, schema and created_at, signs it."""
 
-    type: MessageType = Field(description="The message type (not `receipt`: nodes send those).")
+    type: MessageType = Field(
+        description="The message type (not `receipt`: nodes send those).",
+        json_schema_extra={"not": {"const": MessageType.RECEIPT.value}},
+    )
     recipients: list[NodeId] = Field(
-        min_length=1, max_length=MAX_RECIPIENTS, description="Nodes of this network to send to."
+        min_length=1,
+        max_length=MAX_RECIPIENTS,
+        description="Nodes of this network to send to, each once.",
+        json_schema_extra={"uniqueItems": True},
     )
     case: CaseRef
     in_reply_to: UUID | None = Field(default=None, description="The message this one answers.")

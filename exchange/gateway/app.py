@@ -30,6 +30,7 @@ from exchange.crypto.verify import TrustStore
 from exchange.errors import ConfigError
 from exchange.gateway import keys
 from exchange.gateway.auth import Authenticator
+from exchange.gateway.keys import CASE_UPDATES
 from exchange.gateway.problems import problem_middleware
 from exchange.gateway.route_spec import Route, RouteHandler
 from exchange.gateway.routes import ROUTES
@@ -39,7 +40,6 @@ from exchange.relay.relay import Relay
 from exchange.storage.messages import MessageStore
 from exchange.storage.schema import setup_schema as setup_node_schema
 from exchange.storage.sqlite_thread import SqliteThread
-from exchange.subscriptions.http import CASE_UPDATES
 from exchange.subscriptions.service import CaseUpdates
 from exchange.transport.amqp import AmqpBus
 from exchange.transport.bus import Bus

@@ -8,38 +8,58 @@ entries come with the exact bytes that were hashed (base64), so leaves can be re
 from __future__ import annotations
 
 import base64
-import re
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
+from pydantic import BeforeValidator, Field
 
-from exchange.errors import AuditError, ExchangeError, RequestError
+from exchange.errors import ExchangeError
 from exchange.gateway import keys
 from exchange.gateway.auth import Permission
-from exchange.gateway.route_spec import Param, Route
+from exchange.gateway.params import (
+    MAX_CURSOR,
+    AsciiInt,
+    Cursor,
+    RouteParams,
+    ascii_integer,
+    takes,
+)
+from exchange.gateway.route_spec import Route
 from exchange.gateway.views import json_response
-from exchange.model.common import NODE_ID_PATTERN
-
-NODE_ID = re.compile(NODE_ID_PATTERN)
+from exchange.model.common import NodeId
 
 MAX_ENTRIES_PAGE = 1000
 DEFAULT_ENTRIES_PAGE = 100
 
+TreeSize = Annotated[int, Field(ge=1, le=MAX_CURSOR), BeforeValidator(ascii_integer)]
 
-def _int_param(request: web.Request, name: str, *, default: int | None = None) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        if default is None:
-            raise RequestError(
-                f"the query parameter {name!r} is required", code="request.bad_parameter"
-            )
-        return default
-    if not raw.isdigit() or len(raw) > 18:
-        raise RequestError(
-            f"the query parameter {name!r} must be a non-negative integer",
-            code="request.bad_parameter",
-        )
-    return int(raw)
+
+class InclusionQuery(RouteParams):
+    index: Cursor = Field(description="The entry's index (less than `size`).")
+    size: TreeSize | None = Field(None, description="The tree size (default: the whole log).")
+
+
+class ConsistencyQuery(RouteParams):
+    from_: TreeSize = Field(alias="from", description="The older size (at most `to`).")
+    to: TreeSize | None = Field(None, description="The newer size (default: the whole log).")
+
+
+class EntriesQuery(RouteParams):
+    from_: Cursor = Field(0, alias="from", description="The first index.")
+    limit: AsciiInt = Field(
+        DEFAULT_ENTRIES_PAGE, ge=1, le=MAX_ENTRIES_PAGE, description="At most this many entries."
+    )
+
+
+class PeersQuery(RouteParams):
+    node: NodeId | None = Field(None, description="Only this node's checkpoints.")
+
+
+def _no_such_proof(logged: int, why: str) -> ExchangeError:
+    """Sizes that name no proof (beyond the log, or the wrong way round): a resource that
+    does not exist, like an unknown message id. Every pair the schemas allow is answered
+    either with its proof or with this 404, never with a 400."""
+    return ExchangeError(f"no such proof: {why} (the log has {logged} entries)", code="not_found")
 
 
 async def get_checkpoint(request: web.Request) -> web.StreamResponse:
@@ -51,44 +71,39 @@ async def get_checkpoint(request: web.Request) -> web.StreamResponse:
     return json_response(checkpoint.as_dict())
 
 
-async def get_inclusion_proof(request: web.Request) -> web.StreamResponse:
+@takes(InclusionQuery)
+async def get_inclusion_proof(request: web.Request, params: InclusionQuery) -> web.StreamResponse:
     audit = request.app[keys.AUDIT]
-    index = _int_param(request, "index")
-    size = _int_param(request, "size", default=audit.head.size)
-    if not 0 <= index < size <= audit.head.size:
-        raise RequestError(
-            f"need 0 <= index < size <= {audit.head.size} (the log's size)",
-            code="request.bad_parameter",
-        )
+    logged = audit.head.size
+    index, size = params.index, logged if params.size is None else params.size
+    if size > logged:
+        raise _no_such_proof(logged, f"the log has no tree of size {size} yet")
+    if index >= size:
+        raise _no_such_proof(logged, f"a tree of size {size} has no entry {index}")
     proof = await audit.inclusion_proof(index, size)
     return json_response(proof.as_dict())
 
 
-async def get_consistency_proof(request: web.Request) -> web.StreamResponse:
+@takes(ConsistencyQuery)
+async def get_consistency_proof(
+    request: web.Request, params: ConsistencyQuery
+) -> web.StreamResponse:
     audit = request.app[keys.AUDIT]
-    old = _int_param(request, "from")
-    new = _int_param(request, "to", default=audit.head.size)
-    if not 0 < old <= new <= audit.head.size:
-        raise RequestError(
-            f"need 0 < from <= to <= {audit.head.size} (the log's size)",
-            code="request.bad_parameter",
-        )
+    logged = audit.head.size
+    old, new = params.from_, logged if params.to is None else params.to
+    if max(old, new) > logged:
+        raise _no_such_proof(logged, f"the log has no tree of size {max(old, new)} yet")
+    if old > new:
+        raise _no_such_proof(logged, f"a tree of size {old} is no prefix of one of size {new}")
     proof = await audit.consistency_proof(old, new)
     return json_response(proof.as_dict())
 
 
-async def list_entries(request: web.Request) -> web.StreamResponse:
+@takes(EntriesQuery)
+async def list_entries(request: web.Request, params: EntriesQuery) -> web.StreamResponse:
     audit = request.app[keys.AUDIT]
-    start = _int_param(request, "from", default=0)
-    limit = _int_param(request, "limit", default=DEFAULT_ENTRIES_PAGE)
-    if not 1 <= limit <= MAX_ENTRIES_PAGE:
-        raise RequestError(
-            f"limit must be within 1..{MAX_ENTRIES_PAGE}", code="request.bad_parameter"
-        )
-    try:
-        entries = await audit.entries(start, limit)
-    except AuditError:
-        raise
+    start = params.from_
+    entries = await audit.entries(start, params.limit)
     items: list[dict[str, Any]] = [
         {
             "index": e.index,
@@ -113,14 +128,10 @@ async def list_entries(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def list_peer_checkpoints(request: web.Request) -> web.StreamResponse:
+@takes(PeersQuery)
+async def list_peer_checkpoints(request: web.Request, params: PeersQuery) -> web.StreamResponse:
     """The other nodes' checkpoints this node has seen and checked (optionally of one)."""
-    node = request.query.get("node")
-    if node is not None and not NODE_ID.fullmatch(node):
-        raise RequestError(
-            "the query parameter 'node' must be a node id like RS-PPO", code="request.bad_parameter"
-        )
-    seen = await request.app[keys.PEERS].seen(node)
+    seen = await request.app[keys.PEERS].seen(params.node)
     return json_response({"items": [cp.as_dict() for cp in seen]})
 
 
@@ -169,13 +180,12 @@ AUDIT_ROUTES: tuple[Route, ...] = (
                 "path": {"type": "array", "items": _HEX},
                 "root": _HEX,
             },
+            "required": ["index", "size", "leaf_hash", "path", "root"],
         },
-        params=(
-            Param("index", "query", "The entry's index.", _INT, required=True),
-            Param("size", "query", "The tree size (default: the whole log).", _INT),
-        ),
-        errors=("request.bad_parameter",),
+        errors=("not_found",),
         tags=("audit",),
+        description="An entry the tree does not hold (an index beyond the log, or not less "
+        "than `size`) or a size beyond the log is 404 `not_found`: there is no such proof.",
     ),
     Route(
         "GET",
@@ -193,13 +203,12 @@ AUDIT_ROUTES: tuple[Route, ...] = (
                 "from_root": _HEX,
                 "to_root": _HEX,
             },
+            "required": ["from", "to", "path", "from_root", "to_root"],
         },
-        params=(
-            Param("from", "query", "The older size (at least 1).", _INT, required=True),
-            Param("to", "query", "The newer size (default: the whole log).", _INT),
-        ),
-        errors=("request.bad_parameter",),
+        errors=("not_found",),
         tags=("audit",),
+        description="A size beyond the log, or a `from` larger than `to`, is 404 `not_found`: "
+        "there is no such proof.",
     ),
     Route(
         "GET",
@@ -216,17 +225,8 @@ AUDIT_ROUTES: tuple[Route, ...] = (
                 "size": _INT,
                 "root": _HEX,
             },
+            "required": ["items", "next", "size", "root"],
         },
-        params=(
-            Param("from", "query", "The first index (default 0).", _INT),
-            Param(
-                "limit",
-                "query",
-                "At most this many entries.",
-                {"type": "integer", "minimum": 1, "maximum": MAX_ENTRIES_PAGE},
-            ),
-        ),
-        errors=("request.bad_parameter",),
         tags=("audit",),
         description="`body` is base64 of the canonical entry bytes: leaf = SHA-256(0x00 || body).",
     ),
@@ -242,8 +242,6 @@ AUDIT_ROUTES: tuple[Route, ...] = (
             "properties": {"items": {"type": "array", "items": _CHECKPOINT}},
             "required": ["items"],
         },
-        params=(Param("node", "query", "Only this node's checkpoints.", {"type": "string"}),),
-        errors=("request.bad_parameter",),
         tags=("audit",),
         description="Every envelope a node publishes carries its latest checkpoint; the "
         "recipient keeps each new one that is validly signed and agrees with those seen "

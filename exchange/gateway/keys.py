@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from exchange.crypto.verify import TrustStore
     from exchange.relay.relay import Relay
     from exchange.storage.sqlite_thread import SqliteThread
+    from exchange.subscriptions.service import CaseUpdates
     from exchange.transport.bus import Bus
 
 CONFIG = web.AppKey("config", NodeConfig)
@@ -35,5 +36,6 @@ AUDIT: web.AppKey[AuditLog] = web.AppKey("audit")
 BUS: web.AppKey[Bus | None] = web.AppKey("bus")
 RELAY: web.AppKey[Relay | None] = web.AppKey("relay")
 PEERS: web.AppKey[PeerCheckpoints] = web.AppKey("peers")
+CASE_UPDATES: web.AppKey[CaseUpdates] = web.AppKey("case_updates")
 
 PRINCIPAL = web.RequestKey("principal", Principal)

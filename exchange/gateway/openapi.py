@@ -15,10 +15,13 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from exchange import __version__ as package_version
+from exchange.config import NodeConfig
 from exchange.errors import ERROR_TABLE
 from exchange.gateway.api_models import ProblemDetails, SubmitMessage
+from exchange.gateway.params import openapi_parameters
 from exchange.gateway.problems import PROBLEM_CONTENT_TYPE
-from exchange.gateway.route_spec import Route
+from exchange.gateway.route_spec import EVENT_STREAM, EventStream, Route
+from exchange.gateway.submission_schema import submission_body
 from exchange.model.common import MessageType
 from exchange.schemas import CURRENT_VERSIONS, model_for
 
@@ -30,18 +33,23 @@ _Refs = dict[tuple[Any, JsonSchemaMode], dict[str, Any]]
 
 
 def _component_schemas(
-    routes: Sequence[Route],
-) -> tuple[_Refs, dict[str, Any]]:
+    routes: Sequence[Route], config: NodeConfig
+) -> tuple[_Refs, dict[str, Any], dict[Any, dict[str, Any]]]:
+    """The references to each model's schema, the component schemas, and the schema of
+    each request body (the model's, or what the node enforces of it)."""
     wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = [(ProblemDetails, "serialization")]
     for route in routes:
         if route.request is not None:
             wanted.append((route.request, "validation"))
         if route.response is not None:
             wanted.append((route.response, "serialization"))
+        if route.stream is not None:
+            wanted.append((route.stream.model, "serialization"))
     payloads = _payload_models()
     wanted += [(model, "validation") for model in payloads.values()]
     refs, definitions = models_json_schema(list(dict.fromkeys(wanted)), ref_template=REF_TEMPLATE)
     schemas = dict(definitions.get("$defs", {}))
+    bodies = {r.request: refs[(r.request, "validation")] for r in routes if r.request is not None}
     submit = refs.get((SubmitMessage, "validation"))
     if submit is not None:
         # The payload's schema depends on the sibling `type`: list each type's schema.
@@ -52,7 +60,9 @@ def _component_schemas(
             + ", ".join(f"`{t}`: {refs[(m, 'validation')]['$ref']}" for t, m in payloads.items()),
             "anyOf": [refs[(m, "validation")] for m in payloads.values()],
         }
-    return dict(refs), schemas
+        payload_refs = {t: refs[(m, "validation")] for t, m in payloads.items()}
+        bodies[SubmitMessage] = submission_body(schemas, name, payload_refs, config)
+    return dict(refs), schemas, bodies
 
 
 def _payload_models() -> dict[str, type[BaseModel]]:
@@ -77,10 +87,35 @@ def _error_responses(codes: Sequence[str], problem_ref: dict[str, Any]) -> dict[
     }
 
 
-def _operation(route: Route, refs: _Refs) -> dict[str, Any]:
+def _event_schema(stream: EventStream, refs: _Refs) -> dict[str, Any]:
+    """One event of the stream, as an SSE parser reads it (OpenAPI 3.1 describes each event
+    of a `text/event-stream` with the media type's schema); comments are not events."""
+    return {
+        "type": "object",
+        "description": stream.description,
+        "properties": {
+            "event": {"const": stream.event},
+            "id": {"type": "string", "pattern": "^[0-9]+$", "description": "The cursor."},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": refs[(stream.model, "serialization")],
+            },
+            "retry": {"type": "integer", "minimum": 0},
+        },
+        "required": ["event", "id", "data"],
+    }
+
+
+def _operation(
+    route: Route, refs: _Refs, bodies: dict[Any, dict[str, Any]], config: NodeConfig
+) -> dict[str, Any]:
     problem_ref = refs[(ProblemDetails, "serialization")]
+    media = route.response_media
     if route.response is not None:
         schema = refs[(route.response, "serialization")]
+    elif route.stream is not None:
+        media, schema = EVENT_STREAM, _event_schema(route.stream, refs)
     else:
         schema = route.response_schema or {}
     operation: dict[str, Any] = {
@@ -91,7 +126,7 @@ def _operation(route: Route, refs: _Refs) -> dict[str, Any]:
         "responses": {
             str(route.status): {
                 "description": route.summary,
-                "content": {route.response_media: {"schema": schema}},
+                "content": {media: {"schema": schema}},
             },
             **_error_responses(route.error_codes, problem_ref),
         },
@@ -103,31 +138,24 @@ def _operation(route: Route, refs: _Refs) -> dict[str, Any]:
         ).strip()
     if description:
         operation["description"] = description
-    if route.params:
-        operation["parameters"] = [
-            {
-                "name": p.name,
-                "in": p.location,
-                "description": p.description,
-                "required": p.required,
-                "schema": p.schema,
-            }
-            for p in route.params
-        ]
+    if route.params is not None:
+        operation["parameters"] = openapi_parameters(route.params, config)
     if route.request is not None:
         operation["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": refs[(route.request, "validation")]}},
+            "content": {"application/json": {"schema": bodies[route.request]}},
         }
     return operation
 
 
-def build_openapi(routes: Sequence[Route], *, node_id: str, network: str) -> dict[str, Any]:
-    """The complete OpenAPI 3.1 document for `routes`."""
-    refs, schemas = _component_schemas(routes)
+def build_openapi(routes: Sequence[Route], config: NodeConfig) -> dict[str, Any]:
+    """The complete OpenAPI 3.1 document for `routes` as the node of `config` serves them."""
+    node_id, network = config.node_id, config.network
+    refs, schemas, bodies = _component_schemas(routes, config)
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs)
+        operation = _operation(route, refs, bodies, config)
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
     return {
         "openapi": OPENAPI_VERSION,
         "info": {

@@ -1,22 +1,26 @@
 """RFC 9457 problem details for every error the gateway answers, and the audit of refusals.
 
-The middleware turns an `ExchangeError` or an aiohttp HTTP error into
-`application/problem+json` with a stable `code`, a `detail` a person understands and, for
-schema errors, the failing field paths. Anything unexpected becomes a 500 `internal` that
-reveals nothing of the cause (it is logged). Refused writes and failed authentication are
-appended to the audit log as `refused` with their code.
+`problem()` is the one builder of a problem document: the middleware uses it for an
+`ExchangeError` or an aiohttp HTTP error, and handlers for answers such as readiness. Each
+has a stable `code`, a `detail` a person understands and, for request errors, the failing
+field paths; it is built through `ProblemDetails`, the model the OpenAPI document publishes.
+Anything unexpected becomes a 500 `internal` that reveals nothing of the cause (it is
+logged). Refused writes and failed authentication are appended to the audit log as
+`refused` with their code.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from exchange.errors import ERROR_TABLE, ExchangeError, Problem, code_of_status
+from exchange.errors import ERROR_TABLE, ExchangeError, FieldError, code_of_status
 from exchange.gateway import keys
+from exchange.gateway.api_models import ProblemDetails
 from exchange.log import get_logger
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -24,33 +28,50 @@ PROBLEM_CONTENT_TYPE = "application/problem+json"
 _log = get_logger(__name__)
 
 
+def problem(
+    code: str,
+    detail: str,
+    *,
+    status: int | None = None,
+    errors: Sequence[FieldError] = (),
+    checks: dict[str, bool] | None = None,
+) -> dict[str, Any]:
+    """The problem document of `code` (a key of `ERROR_TABLE`, whose status it takes unless
+    `status` says otherwise), with the failing fields `errors` and readiness `checks`."""
+    spec = ERROR_TABLE[code]
+    document = ProblemDetails(
+        type=f"urn:xb:error:{code}",
+        title=spec.title,
+        status=spec.status if status is None else status,
+        code=code,
+        detail=detail,
+        errors=[e.as_dict() for e in errors] or None,
+        checks=checks,
+    )
+    return document.model_dump(mode="json", exclude_none=True)
+
+
 def problem_response(
-    problem: dict[str, Any], *, headers: dict[str, str] | None = None
+    document: dict[str, Any], *, headers: dict[str, str] | None = None
 ) -> web.Response:
-    response = web.json_response(problem, status=int(problem["status"]), headers=headers)
+    """`document` (built by `problem`) as `application/problem+json` with its status."""
+    response = web.json_response(document, status=int(document["status"]), headers=headers)
     response.content_type = PROBLEM_CONTENT_TYPE
     return response
 
 
 def error_problem(err: ExchangeError) -> dict[str, Any]:
     """The problem document of an `ExchangeError`."""
-    return Problem.from_error(err).as_dict()
+    return problem(err.code, err.detail, errors=err.errors)
 
 
 def _http_problem(exc: web.HTTPException) -> dict[str, Any]:
     code = code_of_status(exc.status)
-    spec = ERROR_TABLE[code]
     detail = {
         404: "there is no resource at this path",
         405: f"{exc.status} {exc.reason}",
-    }.get(exc.status, spec.title)
-    return {
-        "type": f"urn:xb:error:{code}",
-        "title": spec.title,
-        "status": exc.status,
-        "code": code,
-        "detail": detail,
-    }
+    }.get(exc.status, ERROR_TABLE[code].title)
+    return problem(code, detail, status=exc.status)
 
 
 def _should_audit(request: web.Request, code: str) -> bool:
@@ -59,8 +80,8 @@ def _should_audit(request: web.Request, code: str) -> bool:
     return request.method not in ("GET", "HEAD", "OPTIONS") or code.startswith("auth.")
 
 
-async def _record_refusal(request: web.Request, problem: dict[str, Any]) -> None:
-    code = str(problem["code"])
+async def _record_refusal(request: web.Request, document: dict[str, Any]) -> None:
+    code = str(document["code"])
     metrics = request.app.get(keys.METRICS)
     if metrics is not None:
         metrics.refused(code)
@@ -76,7 +97,7 @@ async def _record_refusal(request: web.Request, problem: dict[str, Any]) -> None
             actor=principal.token_id if principal else None,
             role=principal.role.value if principal else None,
             code=code,
-            detail={"method": request.method, "path": request.path, "status": problem["status"]},
+            detail={"method": request.method, "path": request.path, "status": document["status"]},
         )
     except Exception:
         with contextlib.suppress(Exception):
@@ -89,24 +110,20 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         return await handler(request)
     except ExchangeError as err:
-        problem = error_problem(err)
+        document = error_problem(err)
         if err.http_status == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="exchange"'
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        problem = _http_problem(exc)
+        document = _http_problem(exc)
         if exc.status == 405 and "Allow" in exc.headers:
             headers["Allow"] = exc.headers["Allow"]
     except Exception:
         with contextlib.suppress(Exception):  # the answer must not depend on the log stream
             _log.exception("request_failed", method=request.method, path=request.path)
-        problem = {
-            "type": "urn:xb:error:internal",
-            "title": ERROR_TABLE["internal"].title,
-            "status": 500,
-            "code": "internal",
-            "detail": "the node could not complete the request; the error has been logged",
-        }
-    await _record_refusal(request, problem)
-    return problem_response(problem, headers=headers or None)
+        document = problem(
+            "internal", "the node could not complete the request; the error has been logged"
+        )
+    await _record_refusal(request, document)
+    return problem_response(document, headers=headers or None)

@@ -6,29 +6,27 @@ authentication in front of every guarded handler) and the served OpenAPI documen
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
 from pydantic import BaseModel
 
 from exchange.gateway.auth import Permission
-
-RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+from exchange.gateway.params import RouteHandler as RouteHandler
+from exchange.gateway.params import RouteParams, params_of
 
 AUTH_CODES = ("auth.missing", "auth.invalid", "auth.forbidden")
+EVENT_STREAM = "text/event-stream"
 
 
 @dataclass(frozen=True, slots=True)
-class Param:
-    """A path or query parameter, with its JSON Schema."""
+class EventStream:
+    """A Server-Sent Events response: events named `event`, whose `id` is a cursor and whose
+    `data` is one line of JSON, a document of `model`."""
 
-    name: str
-    location: str  # "path" | "query" | "header"
+    event: str
+    model: type[BaseModel]
     description: str
-    schema: dict[str, Any]
-    required: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +42,19 @@ class Route:
     response_media: str = "application/json"
     response_schema: dict[str, Any] | None = None  # when there is no model
     request: type[BaseModel] | None = None
-    params: tuple[Param, ...] = ()
+    stream: EventStream | None = None  # the response is text/event-stream
     errors: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     description: str = ""
 
     @property
+    def params(self) -> type[RouteParams] | None:
+        """The model of the route's parameters, declared on its handler with `takes`."""
+        return params_of(self.handler)
+
+    @property
     def error_codes(self) -> tuple[str, ...]:
         """Every error code this route may answer, authentication included."""
         auth = AUTH_CODES if self.permission is not None else ()
-        return (*auth, *self.errors, "internal")
+        params = ("request.bad_parameter",) if self.params is not None else ()
+        return (*auth, *params, *self.errors, "internal")

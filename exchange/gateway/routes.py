@@ -10,17 +10,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import re
+from typing import Annotated
 from uuid import UUID
 
 import orjson
 from aiohttp import web
+from pydantic import Field
 
 from exchange.audit.entries import AuditEvent, EntryFields
-from exchange.errors import FieldError, RequestError
+from exchange.config import NodeConfig
+from exchange.errors import RequestError
+from exchange.gateway import case_updates_http as subscriptions
 from exchange.gateway import keys, views
 from exchange.gateway.api_models import (
     Accepted,
+    CaseUpdateEvent,
     CaseUpdatePage,
     CaseView,
     Health,
@@ -34,9 +38,10 @@ from exchange.gateway.api_models import (
 from exchange.gateway.audit_http import AUDIT_ROUTES
 from exchange.gateway.auth import Permission
 from exchange.gateway.openapi import build_openapi
-from exchange.gateway.problems import problem_response
+from exchange.gateway.params import PATH, AsciiInt, Cursor, MessageId, RouteParams, takes
+from exchange.gateway.problems import problem, problem_response
 from exchange.gateway.request_body import read_json_object
-from exchange.gateway.route_spec import Param, Route
+from exchange.gateway.route_spec import EventStream, Route
 from exchange.gateway.submit import (
     check_case_update,
     check_payload,
@@ -48,8 +53,8 @@ from exchange.gateway.submit import (
 )
 from exchange.log import get_logger
 from exchange.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from exchange.model.common import CASE_PATTERN, NETWORK_PATTERN, MessageType, utc_now
-from exchange.subscriptions import http as subscriptions
+from exchange.model.common import CaseRef, MessageType, utc_now
+from exchange.subscriptions import sse
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 500
@@ -58,29 +63,17 @@ READY_TIMEOUT_SECONDS = 2.0
 _log = get_logger(__name__)
 
 
-def _message_id(request: web.Request) -> UUID:
-    raw = request.match_info["id"]
-    try:
-        return UUID(raw)
-    except ValueError:
-        raise RequestError(
-            "the message id must be a UUID",
-            code="request.bad_parameter",
-            errors=[FieldError("/path/id", "not a UUID")],
-        ) from None
+class MessageRef(RouteParams):
+    id: Annotated[MessageId, PATH] = Field(description="The message id.")
 
 
-def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not re.fullmatch(r"[0-9]{1,18}", raw) or not low <= int(raw) <= high:
-        raise RequestError(
-            f"{name} must be an integer from {low} to {high}",
-            code="request.bad_parameter",
-            errors=[FieldError(f"/query/{name}", f"an integer from {low} to {high}")],
-        )
-    return int(raw)
+class InboxQuery(RouteParams):
+    after: Cursor = Field(0, description="Return messages after this cursor.")
+    limit: AsciiInt = Field(DEFAULT_PAGE, ge=1, le=MAX_PAGE, description="At most this many.")
+
+
+class CaseParams(RouteParams):
+    case: Annotated[CaseRef, PATH] = Field(description="The case reference.")
 
 
 def _not_found(what: str) -> RequestError:
@@ -107,7 +100,7 @@ async def submit_message(request: web.Request) -> web.StreamResponse:
         submitted_by=principal.token_id,
     )
     record = signed.record
-    case_updates = app[subscriptions.CASE_UPDATES]
+    case_updates = app[keys.CASE_UPDATES]
     if submission.type is MessageType.CASE_UPDATE:
         # fanned out on the cases exchange, not sent to each recipient
         await case_updates.accept(
@@ -153,8 +146,9 @@ async def submit_message(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def get_message(request: web.Request) -> web.StreamResponse:
-    message = await request.app[keys.STORE].get_message(_message_id(request))
+@takes(MessageRef)
+async def get_message(request: web.Request, params: MessageRef) -> web.StreamResponse:
+    message = await request.app[keys.STORE].get_message(params.id)
     if message is None:
         raise _not_found("outgoing message")
     return views.json_response(views.message_view(message, request.app[keys.CONFIG].node_id))
@@ -177,31 +171,27 @@ async def _audit_delivered(request: web.Request, items: list[tuple[UUID, str, st
     )
 
 
-async def list_inbox(request: web.Request) -> web.StreamResponse:
-    after = _int_query(request, "after", 0, 0, 2**62)
-    limit = _int_query(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+@takes(InboxQuery)
+async def list_inbox(request: web.Request, params: InboxQuery) -> web.StreamResponse:
+    after, limit = params.after, params.limit
     records = await request.app[keys.STORE].inbox_page(after, limit)
     await _audit_delivered(request, [(r.id, r.case, r.digest) for r in records])
     items = [views.inbox_item(r) for r in records]
     return views.json_response({"items": items, "next": records[-1].cursor if records else after})
 
 
-async def get_inbox_message(request: web.Request) -> web.StreamResponse:
-    record = await request.app[keys.STORE].inbox_get(_message_id(request))
+@takes(MessageRef)
+async def get_inbox_message(request: web.Request, params: MessageRef) -> web.StreamResponse:
+    record = await request.app[keys.STORE].inbox_get(params.id)
     if record is None:
         raise _not_found("incoming message")
     await _audit_delivered(request, [(record.id, record.case, record.digest)])
     return views.json_response(views.inbox_item(record))
 
 
-async def get_case(request: web.Request) -> web.StreamResponse:
-    case = request.match_info["case"]
-    if not re.fullmatch(CASE_PATTERN, case):
-        raise RequestError(
-            "not a case reference",
-            code="request.bad_parameter",
-            errors=[FieldError("/path/case", f"must match {CASE_PATTERN}")],
-        )
+@takes(CaseParams)
+async def get_case(request: web.Request, params: CaseParams) -> web.StreamResponse:
+    case = params.case
     messages = await request.app[keys.STORE].case_messages(case)
     return views.json_response(views.case_view(case, messages, request.app[keys.CONFIG].node_id))
 
@@ -228,15 +218,7 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     if all(checks.values()):
         return views.json_response({"status": "ready", "checks": checks})
     failing = ", ".join(name for name, ok in checks.items() if not ok)
-    problem = {
-        "type": "urn:xb:error:service.unavailable",
-        "title": "The service is not ready",
-        "status": 503,
-        "code": "service.unavailable",
-        "detail": f"not ready: {failing}",
-        "checks": checks,
-    }
-    return problem_response(problem)
+    return problem_response(problem("service.unavailable", f"not ready: {failing}", checks=checks))
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
@@ -250,36 +232,18 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     )
 
 
-@functools.cache
-def openapi_document(node_id: str, network: str) -> bytes:
-    """The served OpenAPI document (built once per process: it costs ~0.1 s)."""
-    return orjson.dumps(build_openapi(ROUTES, node_id=node_id, network=network))
+@functools.lru_cache(maxsize=8)
+def openapi_document(config: NodeConfig) -> bytes:
+    """The node's OpenAPI document (built once per configuration: it costs ~0.1 s)."""
+    return orjson.dumps(build_openapi(ROUTES, config))
 
 
 async def openapi(request: web.Request) -> web.StreamResponse:
-    config = request.app[keys.CONFIG]
-    body = openapi_document(config.node_id, config.network)
+    body = openapi_document(request.app[keys.CONFIG])
     return web.Response(body=body, content_type="application/json")
 
 
 # --- the table ----------------------------------------------------------------------------
-
-_UUID = {"type": "string", "format": "uuid"}
-_ID = Param("id", "path", "The message id.", _UUID, required=True)
-_SUBSCRIPTION_FILTERS = (
-    Param(
-        "network",
-        "query",
-        "Only this network's updates (one this node belongs to).",
-        {"type": "string", "pattern": NETWORK_PATTERN},
-    ),
-    Param(
-        "case",
-        "query",
-        "Only this case's updates.",
-        {"type": "string", "pattern": CASE_PATTERN},
-    ),
-)
 
 ROUTES: tuple[Route, ...] = (
     Route(
@@ -316,8 +280,7 @@ ROUTES: tuple[Route, ...] = (
         "An outgoing message's status, receipts and per-recipient delivery",
         Permission.READ,
         response=MessageView,
-        params=(_ID,),
-        errors=("request.bad_parameter", "not_found"),
+        errors=("not_found",),
         tags=("messages",),
     ),
     Route(
@@ -328,21 +291,6 @@ ROUTES: tuple[Route, ...] = (
         "Verified incoming messages, oldest first, after a cursor",
         Permission.READ,
         response=InboxPage,
-        params=(
-            Param(
-                "after",
-                "query",
-                "Return messages after this cursor.",
-                {"type": "integer", "minimum": 0},
-            ),
-            Param(
-                "limit",
-                "query",
-                "At most this many messages.",
-                {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE},
-            ),
-        ),
-        errors=("request.bad_parameter",),
         tags=("inbox",),
         description="Each message returned is audited as delivered to the calling token.",
     ),
@@ -354,8 +302,7 @@ ROUTES: tuple[Route, ...] = (
         "One verified incoming message",
         Permission.READ,
         response=InboxItem,
-        params=(_ID,),
-        errors=("request.bad_parameter", "not_found"),
+        errors=("not_found",),
         tags=("inbox",),
         description="Audited as delivered to the calling token.",
     ),
@@ -367,16 +314,6 @@ ROUTES: tuple[Route, ...] = (
         "Every message of a case, in both directions, in time order",
         Permission.READ,
         response=CaseView,
-        params=(
-            Param(
-                "case",
-                "path",
-                "The case reference.",
-                {"type": "string", "pattern": CASE_PATTERN},
-                required=True,
-            ),
-        ),
-        errors=("request.bad_parameter",),
         tags=("cases",),
     ),
     Route(
@@ -397,27 +334,6 @@ ROUTES: tuple[Route, ...] = (
         "Case updates of this node's networks, oldest first, after a cursor",
         Permission.SUBSCRIBE,
         response=CaseUpdatePage,
-        params=(
-            Param(
-                "after",
-                "query",
-                "Return updates after this cursor.",
-                {"type": "integer", "minimum": 0},
-            ),
-            Param(
-                "limit",
-                "query",
-                "At most this many updates.",
-                {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": subscriptions.MAX_PAGE,
-                    "default": subscriptions.DEFAULT_PAGE,
-                },
-            ),
-            *_SUBSCRIPTION_FILTERS,
-        ),
-        errors=("request.bad_parameter",),
         tags=("subscriptions",),
         description="Each update returned is audited as subscription-delivered to the token.",
     ),
@@ -428,39 +344,13 @@ ROUTES: tuple[Route, ...] = (
         "streamCaseUpdates",
         "Case updates as Server-Sent Events, resumable with Last-Event-ID",
         Permission.SUBSCRIBE,
-        response_media="text/event-stream",
-        response_schema={
-            "type": "string",
-            "description": "Events `case-update` whose `id` is the update's cursor and whose "
-            "`data` is a CaseUpdateEvent; `: heartbeat` comments while idle.",
-        },
-        params=(
-            Param(
-                "Last-Event-ID",
-                "header",
-                "Resume after this cursor (sent by EventSource on reconnect).",
-                {"type": "integer", "minimum": 0},
-            ),
-            Param(
-                "after",
-                "query",
-                "Start after this cursor when there is no Last-Event-ID (default 0).",
-                {"type": "integer", "minimum": 0},
-            ),
-            Param(
-                "heartbeat",
-                "query",
-                "Seconds between heartbeats while idle.",
-                {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": 300,
-                    "default": subscriptions.DEFAULT_HEARTBEAT_SECONDS,
-                },
-            ),
-            *_SUBSCRIPTION_FILTERS,
+        stream=EventStream(
+            sse.EVENT_NAME,
+            CaseUpdateEvent,
+            "An update: event `case-update`, `id` its cursor (what Last-Event-ID resumes "
+            "after), `data` the CaseUpdateEvent as one line of JSON. While idle the stream "
+            "sends `: heartbeat` comments, and first a `retry:` line.",
         ),
-        errors=("request.bad_parameter",),
         tags=("subscriptions",),
         description="Each update sent is audited as subscription-delivered to the token.",
     ),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from typing_extensions import TypeAliasType
 
 from exchange.model.base import (
@@ -34,13 +34,13 @@ from exchange.model.values import (
     CurrencyCode,
     Date,
     Iban,
-    JsonInt,
     Line,
     LocalRef,
     ShortLine,
     Slug,
     Text,
     TokenAmount,
+    json_integer,
 )
 
 MAX_ASSETS = 100
@@ -260,8 +260,8 @@ class Vehicle(AssetBase):
         default=None, description="Number plate.", examples=["BG 1234 AB"]
     )
     registration_country: CountryCode | None = Field(default=None, description="Where registered.")
-    year: JsonInt | None = Field(
-        default=None, ge=1900, le=2100, description="Year of manufacture.", examples=[2021]
+    year: Annotated[int, Field(ge=1900, le=2100), BeforeValidator(json_integer)] | None = Field(
+        default=None, description="Year of manufacture.", examples=[2021]
     )
     colour: ShortLine | None = Field(default=None, description="Colour.", examples=["black"])
     location: Address | None = Field(default=None, description="Where it is kept.")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from exchange.model.base import AnyPresent, NotBefore, Part, Rule, RuledPart, UniqueItems
 from exchange.model.common import NodeId
@@ -21,13 +21,13 @@ from exchange.model.values import (
     CurrencyCode,
     Date,
     Email,
-    JsonInt,
     LanguageCode,
     Line,
     MessageId,
     Phone,
     ShortLine,
     Text,
+    json_integer,
 )
 
 
@@ -191,10 +191,10 @@ class Offence(Part):
         max_length=10,
         description="Provisions of the issuing state's criminal law.",
     )
-    maximum_penalty_years: JsonInt | None = Field(
+    maximum_penalty_years: (
+        Annotated[int, Field(ge=0, le=99), BeforeValidator(json_integer)] | None
+    ) = Field(
         default=None,
-        ge=0,
-        le=99,
         description="Maximum custodial penalty in the issuing state, in years (99 for life). "
         "Listed categories bypass double criminality when it is at least 3.",
         examples=[12],

@@ -20,11 +20,15 @@ from exchange.model.codes import COUNTRY_CODES, CURRENCY_CODES
 from exchange.model.common import UtcDatetime
 
 AMOUNT_PATTERN = r"^(0|[1-9][0-9]{0,17})(\.[0-9]{1,4})?$"
+# Unicode White_Space and the byte order mark, spelled out: `\s` means another set in each
+# regex dialect (ECMA-262, which JSON Schema uses, omits U+0085 and adds U+FEFF), and a
+# partner's validator must refuse exactly what this implementation refuses.
+SPACES = r"\u0009-\u000D\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\uFEFF"
 # One line of text: no control characters, and it starts with a visible character. Both
 # patterns match in linear time in any regex engine (no nested or overlapping repetition).
-LINE_PATTERN = r"^[^\s\u0000-\u001F\u007F][^\u0000-\u001F\u007F]*$"
+LINE_PATTERN = rf"^[^{SPACES}\u0000-\u001F\u007F][^\u0000-\u001F\u007F]*$"
 # Free text: like a line, but tab, line feed and carriage return are allowed.
-TEXT_PATTERN = r"^[^\s\u0000-\u001F\u007F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]*$"
+TEXT_PATTERN = rf"^[^{SPACES}\u0000-\u001F\u007F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]*$"
 
 ShortLine = TypeAliasType(
     "ShortLine",
@@ -247,7 +251,7 @@ Email = TypeAliasType(
             description="An e-mail address.",
             min_length=3,
             max_length=254,
-            pattern=r"^[^@\s]{1,64}@[^@\s]{1,189}$",
+            pattern=rf"^[^@{SPACES}]{{1,64}}@[^@{SPACES}]{{1,189}}$",
             format="email",
             examples=["aro@pp.gov.al"],
         ),
@@ -305,7 +309,8 @@ def _real_date(value: str) -> str:
     return value
 
 
-def _json_integer(value: Any) -> Any:
+def json_integer(value: Any) -> Any:
+    """Refuses what JSON does not give as a number (strings, booleans)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError("must be a JSON integer")
     return value
@@ -397,5 +402,7 @@ Digest = TypeAliasType(
 )
 
 
-JsonInt = Annotated[int, BeforeValidator(_json_integer)]
-"""An integer as JSON gives it: strings and booleans are refused (bounds go on the field)."""
+JsonInt = Annotated[int, BeforeValidator(json_integer)]
+"""An integer as JSON gives it: strings and booleans are refused (bounds go on the field).
+An optional bounded one is `Annotated[int, Field(ge=.., le=..), BeforeValidator(json_integer)]
+| None`: bounds placed after the validator would reach the JSON Schema as raw `ge`/`le`."""

@@ -25,12 +25,12 @@ from networks import NetworkFactory
 from exchange.crypto.canonical import sha256_hex
 from exchange.crypto.signing import NodeSigner, encode_envelope, signing_input
 from exchange.gateway.app import create_app
+from exchange.gateway.keys import CASE_UPDATES
 from exchange.model.common import utc_now
 from exchange.model.envelope import Header
 from exchange.network import NetworkLayout
 from exchange.storage.case_records import NewCaseEvent
 from exchange.subscriptions import feed
-from exchange.subscriptions.http import CASE_UPDATES
 from exchange.subscriptions.sse import parse_events
 from tests.seeding import seed_case_event
 

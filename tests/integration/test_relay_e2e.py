@@ -135,7 +135,7 @@ async def test_an_auditor_checks_inclusion_and_consistency_over_http(
     status, problem = await network.call(
         "AL-ARO", "GET", "/v1/audit/proof/inclusion?index=999999", role="auditor"
     )
-    assert (status, problem["code"]) == (400, "request.bad_parameter")
+    assert (status, problem["code"]) == (404, "not_found")  # no entry 999999 yet
 
 
 async def test_case_view_and_in_reply_to_correlation(network: DemoNetwork) -> None:

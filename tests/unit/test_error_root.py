@@ -16,7 +16,7 @@ from exchange.transport.bus import BusError, ConsumeError, PublishError
 from exchange.transport.topology import InvalidName, routing_word
 
 # A private signal between the SQLite worker and its own retry loop, never raised to callers.
-NOT_REFUSALS = {"exchange.gateway.sqlite_thread._OpFailed"}
+NOT_REFUSALS = {"exchange.storage.sqlite_thread._OpFailed"}
 
 
 def exception_classes() -> list[type[BaseException]]:

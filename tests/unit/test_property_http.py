@@ -1,24 +1,19 @@
 """Property tests of the HTTP API: whatever a client sends, the gateway never answers 5xx, and every
 refusal is a problem document whose `code` is in the error table with that very status.
 
-The requests are generated from the served `/openapi.json`: schemathesis explores each
-documented operation (schema-conforming and schema-violating parameters and bodies), and a
-generator of our own turns the document's `SubmitMessage` schema (and the shared payload
-examples) into request bodies that are mostly right and a little wrong, which reach the deeper
-checks that fully random bodies never pass. Random methods, paths, query strings and headers
-complete it. The gateway runs in this process, on the loopback interface, without a relay.
-How many requests ran is printed with `-s`.
+A generator of our own turns the served document's `SubmitMessage` schema (and the shared
+payload examples) into request bodies that are mostly right and a little wrong, which reach
+the deeper checks that fully random bodies never pass; random methods, paths, query strings
+and headers complete it (schemathesis explores the documented operations with every role's
+token in `test_property_openapi.py`). How many requests ran is printed with `-s`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import gzip
-import http.client
 import json
 import random
-import threading
 import urllib.parse
 import zlib
 from collections import Counter
@@ -27,131 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import schemathesis
-from aiohttp import web
 from http_helpers import bearer
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from schemathesis import GenerationMode
+from live_gateway import LiveGateway, budget, check_answer
 
-from exchange.errors import ERROR_TABLE
-from exchange.gateway.app import create_app
-from exchange.gateway.routes import ROUTES
-from exchange.network import NetworkLayout, init_network_dir
-from exchange.transport.memory import MemoryBroker, MemoryBus
-from exchange.transport.topology import Topology
-
-NODE = "AL-ARO"
-PARTNERS = ("RS-PPO", "MD-ARO")
-STOP_SECONDS = 10.0
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
 RUNS: Counter[str] = Counter()
 STATUSES: Counter[int] = Counter()
-
-
-def budget(examples: int) -> settings:
-    return settings(
-        max_examples=examples,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-    )
-
-
-# --- the gateway, served on loopback from a thread of its own -----------------------------------
-
-
-class LiveGateway:
-    """AL-ARO's gateway in a background event loop, reachable at `host:port`, with its relay
-    on an in-memory broker where its partners' queues exist (so it is ready, and what it
-    accepts is published)."""
-
-    def __init__(self, root: Path) -> None:
-        self.network: NetworkLayout = init_network_dir(
-            root / "net", [NODE, *PARTNERS], bus="memory"
-        )
-        config = self.network.config(NODE, environ={"EXCHANGE_DATA_DIR": str(root / "data")})
-        topology = Topology(prefix=config.topology_prefix)
-        broker = MemoryBroker(topology)
-        self.bus = MemoryBus(topology, broker=broker, node_id=NODE)
-        self.partners = MemoryBus(topology, broker=broker, node_id=PARTNERS[0])
-        # Short shutdown: a client that left a stream open must not hold the teardown.
-        self.runner = web.AppRunner(create_app(config, bus=self.bus), shutdown_timeout=1.0)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.host, self.port = "127.0.0.1", 0
-        self.openapi: dict[str, Any] = {}
-        self.submissions: st.SearchStrategy[dict[str, Any]] = st.nothing()
-
-    def start(self) -> None:
-        self.thread.start()
-
-        async def serve() -> int:
-            await self.bus.start()
-            await self.partners.start()
-            for node in PARTNERS:
-                await self.partners.declare_node(node)
-            await self.runner.setup()
-            site = web.TCPSite(self.runner, self.host, 0)
-            await site.start()
-            return int(self.runner.addresses[0][1])
-
-        self.port = asyncio.run_coroutine_threadsafe(serve(), self.loop).result(30)
-        status, _, body = self.request("GET", "/openapi.json")
-        assert status == 200
-        self.openapi = json.loads(body)
-        self.submissions = submissions(self.openapi)
-
-    def stop(self) -> None:
-        async def close() -> None:
-            await self.runner.cleanup()
-            await self.bus.close()
-            await self.partners.close()
-
-        stopping = asyncio.run_coroutine_threadsafe(close(), self.loop)
-        try:
-            stopping.result(STOP_SECONDS)
-        except TimeoutError:
-            tasks = asyncio.run_coroutine_threadsafe(_task_names(), self.loop).result(5)
-            raise AssertionError(
-                f"the gateway did not stop within {STOP_SECONDS} s; still running: {tasks}"
-            ) from None
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def token(self, role: str = "contact-point") -> str:
-        return self.network.nodes[NODE].tokens[role]
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> tuple[int, str, bytes]:
-        """One request on a fresh connection: (status, content type, body).
-
-        An event stream's body is not read (it never ends): only its status counts.
-        """
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-        try:
-            conn.request(method, path, body=body, headers=dict(headers or {}))
-            response = conn.getresponse()
-            content_type = response.getheader("Content-Type", "")
-            if content_type.startswith("text/event-stream"):
-                return response.status, content_type, b""
-            return response.status, content_type, response.read()
-        finally:
-            conn.close()
-
-
-async def _task_names() -> list[str]:
-    current = asyncio.current_task()
-    return sorted(t.get_name() for t in asyncio.all_tasks() if t is not current)
 
 
 @pytest.fixture(scope="module")
@@ -166,73 +44,15 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
     )
 
 
-def check_answer(method: str, status: int, content_type: str, body: bytes) -> None:
-    """No 5xx; a refusal is a problem document with a known code and its table status."""
+@pytest.fixture(scope="module")
+def bodies(live: LiveGateway) -> st.SearchStrategy[dict[str, Any]]:
+    """Submissions built from the served document (see `submissions`)."""
+    return submissions(live.openapi)
+
+
+def check_and_count(method: str, status: int, content_type: str, body: bytes) -> None:
     STATUSES[status] += 1
-    assert status < 500, f"{status}: {body[:500]!r}"
-    if status < 400 or method == "HEAD":
-        return
-    assert content_type.startswith("application/problem+json"), (status, content_type, body[:200])
-    problem = json.loads(body)
-    assert problem["code"] in ERROR_TABLE, problem
-    assert ERROR_TABLE[problem["code"]].status == status == problem["status"], problem
-    assert problem["type"] == f"urn:xb:error:{problem['code']}"
-
-
-# --- schemathesis, operation by operation -------------------------------------------------------
-
-OPERATIONS = [(route.method, route.path) for route in ROUTES]
-
-
-@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[r.operation_id for r in ROUTES])
-def test_no_documented_operation_answers_5xx_to_generated_input(
-    live: LiveGateway, method: str, path: str
-) -> None:
-    schema = schemathesis.openapi.from_dict(live.openapi)
-    operation = schema[path][method]
-    auth = bearer(live.token())
-    modes = [GenerationMode.POSITIVE]
-    if _has_inputs(live.openapi, method, path):  # otherwise there is nothing to violate
-        modes.append(GenerationMode.NEGATIVE)
-    examples = 12
-    if method == "POST":
-        # Generating from the submission's large schema costs seconds per run: only bodies
-        # that violate it here; `test_generated_submissions_never_get_a_5xx` sends many
-        # schema-conforming ones, built from the same document more cheaply.
-        modes, examples = [GenerationMode.NEGATIVE], 4
-    for mode in modes:
-        _explore(live, operation, method, mode, auth, examples)()
-
-
-def _explore(
-    live: LiveGateway,
-    operation: Any,
-    method: str,
-    mode: GenerationMode,
-    auth: dict[str, str],
-    examples: int,
-) -> Any:
-    """A hypothesis test that sends `examples` generated cases of `operation` in `mode`.
-
-    The token is a contact point's: it may not subscribe, so the event stream answers 403
-    instead of streaming forever (streams have tests of their own).
-    """
-
-    @budget(examples)
-    @given(case=operation.as_strategy(generation_mode=mode))
-    def run(case: Any) -> None:
-        response = case.call(base_url=live.base_url, headers=auth, timeout=30)
-        RUNS[f"schemathesis {mode.value}"] += 1
-        headers = {k.lower(): v for k, v in response.headers.items()}
-        content_type = headers.get("content-type", [""])
-        check_answer(method, response.status_code, content_type[0], response.content)
-
-    return run
-
-
-def _has_inputs(spec: Mapping[str, Any], method: str, path: str) -> bool:
-    operation = spec["paths"][path][method.lower()]
-    return bool(operation.get("parameters") or operation.get("requestBody"))
+    check_answer(method, status, content_type, body)
 
 
 # --- our own generator: submissions from the document's SubmitMessage schema --------------------
@@ -394,8 +214,10 @@ def submissions(spec: Mapping[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
 
 @budget(120)
 @given(data=st.data())
-def test_generated_submissions_never_get_a_5xx(live: LiveGateway, data: st.DataObject) -> None:
-    body = data.draw(live.submissions)
+def test_generated_submissions_never_get_a_5xx(
+    live: LiveGateway, bodies: st.SearchStrategy[dict[str, Any]], data: st.DataObject
+) -> None:
+    body = data.draw(bodies)
     encoded = json.dumps(body, ensure_ascii=data.draw(st.booleans())).encode(
         "utf-8", "surrogatepass"
     )
@@ -412,7 +234,7 @@ def test_generated_submissions_never_get_a_5xx(live: LiveGateway, data: st.DataO
     RUNS["generated submissions"] += 1
     if status == 202:
         RUNS["generated submissions accepted"] += 1
-    check_answer("POST", status, content_type, answer)
+    check_and_count("POST", status, content_type, answer)
 
 
 # --- random methods, paths, query strings and headers -------------------------------------------
@@ -470,4 +292,4 @@ def test_random_requests_never_get_a_5xx(live: LiveGateway, data: st.DataObject)
             )
     status, content_type, answer = live.request(method, path, body, headers)
     RUNS["random requests"] += 1
-    check_answer(method, status, content_type, answer)
+    check_and_count(method, status, content_type, answer)

@@ -4,15 +4,19 @@ deterministic, bounded, documented; and the `exchange schemas` commands around t
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import pytest
 from jsonschema import Draft202012Validator
+from pydantic import TypeAdapter, ValidationError
 
 from exchange.cli import build_parser
+from exchange.model.values import LINE_PATTERN, Line
 from exchange.schemas import (
     JSON_SCHEMA_DIALECT,
     REGISTRY,
@@ -84,6 +88,40 @@ def test_every_string_and_list_is_bounded(path: str) -> None:
             assert "maxLength" in node, node
         if node.get("type") == "array" and "maxItems" not in node:
             assert node.get("minItems") == 1 and set(node) <= {"type", "minItems"}, node
+
+
+@pytest.mark.parametrize("path", sorted(PAYLOAD_DOCUMENTS))
+def test_every_integer_is_bounded_with_json_schema_keywords(path: str) -> None:
+    # pydantic writes a bound it cannot translate as its own `ge`/`le`, which JSON Schema
+    # ignores: a partner's validator would then accept any integer the reference refuses.
+    for node in nodes(PAYLOAD_DOCUMENTS[path]):
+        if node.get("type") == "integer":
+            assert not {"ge", "le", "gt", "lt"} & set(node), node
+            assert {"minimum", "maximum"} <= set(node), node
+
+
+@pytest.mark.parametrize("path", sorted(DOCUMENTS))
+def test_every_pattern_means_the_same_in_every_regex_dialect(path: str) -> None:
+    # `\s`, `\d`, `\w` and `\b` match other characters in ECMA-262 (JSON Schema's dialect),
+    # Python and Rust (pydantic's): a partner's validator would disagree with ours.
+    for node in nodes(DOCUMENTS[path]):
+        pattern = node.get("pattern")
+        if isinstance(pattern, str):
+            assert not re.search(r"\\[sdwbSDWB]", pattern), (path, pattern)
+
+
+@pytest.mark.parametrize("space", ["\u0085", "\ufeff", "\u00a0", "\u2028", "\u3000", " ", "\t"])
+def test_a_line_starting_with_a_space_is_refused_by_every_validator(space: str) -> None:
+    # ours (pydantic, Rust regex), an ECMA-262 JSON Schema validator (schemathesis' own), and
+    # Python's: all refuse the space first, and all take it inside a line.
+    ecma = jsonschema_rs.validator_for({"type": "string", "pattern": LINE_PATTERN})
+    for text, valid in ((f"{space}abc", False), (f"a{space}bc", space != "\t")):
+        try:
+            TypeAdapter(Line).validate_python(text)
+            ours = True
+        except ValidationError:
+            ours = False
+        assert ours == ecma.is_valid(text) == bool(re.search(LINE_PATTERN, text)) == valid
 
 
 @pytest.mark.parametrize("path", sorted(PAYLOAD_DOCUMENTS))

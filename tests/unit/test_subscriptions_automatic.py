@@ -28,12 +28,12 @@ from exchange.crypto.signing import NodeSigner, encode_envelope
 from exchange.crypto.verify import TrustStore, VerificationPolicy, verify_envelope
 from exchange.gateway import keys
 from exchange.gateway.app import create_app
+from exchange.gateway.keys import CASE_UPDATES
 from exchange.model.common import utc_now
 from exchange.model.envelope import Header
 from exchange.network import NetworkLayout
 from exchange.relay.relay import Relay
 from exchange.subscriptions.automatic import automatic_update, automatic_update_id
-from exchange.subscriptions.http import CASE_UPDATES
 from exchange.subscriptions.service import CaseUpdates
 from exchange.transport.bus import ACK, Delivery, Verdict
 from exchange.transport.memory import MemoryBroker, MemoryBus

@@ -27,10 +27,10 @@ from exchange.client import GatewayClient
 from exchange.gateway import keys
 from exchange.gateway.api_models import CaseUpdateEvent, CaseUpdatePage
 from exchange.gateway.app import create_app
+from exchange.gateway.keys import CASE_UPDATES
 from exchange.model.common import utc_now
 from exchange.network import NetworkLayout
 from exchange.storage.outbox import FANOUT, Outbox
-from exchange.subscriptions.http import CASE_UPDATES
 from exchange.subscriptions.sse import parse_events
 
 NODES = ["AL-ARO", "RS-PPO", "MD-ARO", "KZ-ARC"]

@@ -1,4 +1,4 @@
-"""The subscription endpoints: case updates for local users with the `subscriber` role.
+"""The case-update endpoints: case updates for local users with the `subscriber` role.
 
 `GET /v1/subscriptions/stream` is a Server-Sent Events stream whose `id:` is the update's
 durable cursor: a client that reconnects with `Last-Event-ID` resumes right after the last
@@ -10,62 +10,67 @@ update handed out as `subscription-delivered` to the calling token.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Sequence
+from typing import Annotated
 
 from aiohttp import web
+from pydantic import Field
 
 from exchange.audit.entries import AuditEvent
-from exchange.errors import FieldError, RequestError
 from exchange.gateway import keys, views
+from exchange.gateway.params import (
+    HEADER,
+    AsciiInt,
+    Cursor,
+    OneOfNode,
+    RouteParams,
+    member_networks,
+    takes,
+)
 from exchange.log import get_logger
-from exchange.model.common import CASE_PATTERN, NETWORK_PATTERN
+from exchange.model.common import CaseRef, NetworkName
 from exchange.storage.case_records import CaseEventRecord
 from exchange.subscriptions import sse
 from exchange.subscriptions.feed import frame_of
 from exchange.subscriptions.service import CaseUpdates
-
-CASE_UPDATES = web.AppKey("case_updates", CaseUpdates)
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 500
 STREAM_PAGE = 200
 DEFAULT_HEARTBEAT_SECONDS = 15
 RECONNECT_MILLISECONDS = 2000
-MAX_CURSOR = 2**62
 
 _log = get_logger(__name__)
 
 
-def _bad(name: str, message: str, location: str = "query") -> RequestError:
-    return RequestError(
-        f"{name}: {message}",
-        code="request.bad_parameter",
-        errors=[FieldError(f"/{location}/{name}", message)],
+MemberNetwork = Annotated[NetworkName, OneOfNode(member_networks, "one of this node's networks")]
+
+
+class UpdateFilters(RouteParams):
+    network: MemberNetwork | None = Field(None, description="Only this network's updates.")
+    case: CaseRef | None = Field(None, description="Only this case's updates.")
+
+
+class EventsQuery(UpdateFilters):
+    after: Cursor = Field(0, description="Return updates after this cursor.")
+    limit: AsciiInt = Field(DEFAULT_PAGE, ge=1, le=MAX_PAGE, description="At most this many.")
+
+
+class StreamQuery(UpdateFilters):
+    last_event_id: Annotated[Cursor | None, HEADER] = Field(
+        None,
+        alias="Last-Event-ID",
+        description="Resume after this cursor (sent by EventSource on reconnect).",
     )
-
-
-def _int_param(
-    raw: str | None, name: str, default: int, low: int, high: int, location: str = "query"
-) -> int:
-    if raw is None:
-        return default
-    if not re.fullmatch(r"[0-9]{1,19}", raw.strip()) or not low <= int(raw) <= high:
-        raise _bad(name, f"an integer from {low} to {high}", location)
-    return int(raw)
-
-
-def _filters(request: web.Request) -> tuple[str | None, str | None]:
-    """The `network` and `case` filters; a network must be one this node belongs to."""
-    network = request.query.get("network")
-    case = request.query.get("case")
-    if network is not None:
-        members_of = [n.name for n in request.app[keys.CONFIG].member_networks()]
-        if not re.fullmatch(NETWORK_PATTERN, network) or network not in members_of:
-            raise _bad("network", f"one of this node's networks: {', '.join(members_of) or '-'}")
-    if case is not None and not re.fullmatch(CASE_PATTERN, case):
-        raise _bad("case", f"a case reference ({CASE_PATTERN})")
-    return network, case
+    after: Cursor = Field(
+        0, description="Start after this cursor when there is no Last-Event-ID (default 0)."
+    )
+    heartbeat: AsciiInt = Field(
+        DEFAULT_HEARTBEAT_SECONDS,
+        ge=1,
+        le=300,
+        description="Seconds between heartbeats while idle.",
+    )
 
 
 async def _audit_delivered(
@@ -88,29 +93,24 @@ async def _audit_delivered(
     )
 
 
-async def list_events(request: web.Request) -> web.StreamResponse:
-    after = _int_param(request.query.get("after"), "after", 0, 0, MAX_CURSOR)
-    limit = _int_param(request.query.get("limit"), "limit", DEFAULT_PAGE, 1, MAX_PAGE)
-    network, case = _filters(request)
-    store = request.app[CASE_UPDATES].store
-    records = await store.events_after(after, limit, network=network, case=case)
+@takes(EventsQuery)
+async def list_events(request: web.Request, params: EventsQuery) -> web.StreamResponse:
+    after = params.after
+    store = request.app[keys.CASE_UPDATES].store
+    records = await store.events_after(
+        after, params.limit, network=params.network, case=params.case
+    )
     await _audit_delivered(request, records, "poll")
     return views.json_response(
         {"items": [r.view() for r in records], "next": records[-1].cursor if records else after}
     )
 
 
-async def stream_events(request: web.Request) -> web.StreamResponse:
-    last_event_id = request.headers.get("Last-Event-ID")
-    if last_event_id is not None and last_event_id.strip():
-        start = _int_param(last_event_id, "Last-Event-ID", 0, 0, MAX_CURSOR, "header")
-    else:
-        start = _int_param(request.query.get("after"), "after", 0, 0, MAX_CURSOR)
-    heartbeat = _int_param(
-        request.query.get("heartbeat"), "heartbeat", DEFAULT_HEARTBEAT_SECONDS, 1, 300
-    )
-    network, case = _filters(request)
-    service = request.app[CASE_UPDATES]
+@takes(StreamQuery)
+async def stream_events(request: web.Request, params: StreamQuery) -> web.StreamResponse:
+    start = params.after if params.last_event_id is None else params.last_event_id
+    heartbeat, network, case = params.heartbeat, params.network, params.case
+    service = request.app[keys.CASE_UPDATES]
     response = web.StreamResponse(
         headers={
             "Content-Type": sse.CONTENT_TYPE,
