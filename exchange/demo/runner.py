@@ -17,7 +17,6 @@ import shutil
 import socket
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -30,19 +29,19 @@ import aiohttp
 from aiohttp import web
 
 from exchange.audit.stream import replay_stream
-from exchange.audit.verifier import verify_log
 from exchange.cli.subscribe import format_update
 from exchange.client import GatewayClient, ProblemError
 from exchange.config import DEFAULT_AMQP_URL
 from exchange.crypto.signing import encode_envelope
 from exchange.crypto.verify import TrustStore, VerificationPolicy, verify_envelope
+from exchange.demo.evidence import CASE, STEP_TIMEOUT, tampering, verify_audit_logs
 from exchange.errors import ExchangeError
 from exchange.gateway import keys
 from exchange.gateway.api_models import MessageView, RecipientView
 from exchange.gateway.app import create_app
 from exchange.model.case_update import CaseUpdate
 from exchange.network import NetworkLayout, init_network_dir
-from exchange.transport.bus import Bus, Outgoing
+from exchange.transport.bus import Bus
 from exchange.transport.memory import MemoryBus
 from exchange.transport.provision import delete_topology
 from exchange.transport.topology import Topology
@@ -51,8 +50,6 @@ NODES = ("AL-ARO", "RS-PPO", "MD-ARO")
 NETWORK = "see-arn"
 PROSECUTOR_NETWORK = "see-pcn"
 """The prosecutor network that follows the demo's case: every demo node is a member."""
-CASE = "AL-2026-0042"
-STEP_TIMEOUT = 30.0
 
 Printer = Callable[[str], None]
 
@@ -417,66 +414,6 @@ async def _check_inbox(
     return True
 
 
-async def tampering(network: DemoNetwork, result: DemoResult, out: Printer) -> str | None:
-    """Inject a copy of a signed freeze notice with one IBAN changed: it must be refused."""
-    out("")
-    out("Tampering: a copy of the freeze notice with its first IBAN changed is put on the broker")
-    sender, recipient = "AL-ARO", "RS-PPO"
-    try:
-        case = await network.client(sender).case(CASE)
-    except ProblemError:
-        case = None
-    notices = [m for m in case.messages if m.type == "freeze-notice"] if case else []
-    if not notices:
-        result.checks.append(("tampered copy refused", False))
-        return None
-    view = await network.client(sender).message(notices[0].id)
-    forged = view.envelope.model_dump(mode="json", by_alias=True)
-    forged["header"]["id"] = str(uuid4())  # a "new" message, so only the signature can tell
-    text = json.dumps(forged["payload"], ensure_ascii=False)
-    forged["payload"] = json.loads(text.replace("RS35", "RS99", 1) if "RS35" in text else text + "")
-    if forged["payload"] == view.envelope.payload:
-        forged["payload"]["instructions"] = "Release all frozen funds."
-    app = network.apps[recipient]
-    bus = app[keys.BUS]
-    assert bus is not None
-    await bus.publish(
-        Outgoing(
-            "messages",
-            bus.topology.routing_key(recipient, "freeze-notice", sender),
-            encode_envelope(forged),
-            message_id=str(uuid4()),
-        )
-    )
-    audit = app[keys.AUDIT]
-    deadline = time.monotonic() + STEP_TIMEOUT
-    refused = None
-    while time.monotonic() < deadline and refused is None:
-        entries = await audit.entries(0, 10_000)
-        refused = next(
-            (
-                e
-                for e in entries
-                if e.event == "rejected" and str(e.message_id) == forged["header"]["id"]
-            ),
-            None,
-        )
-        await asyncio.sleep(0.05)
-    ok = refused is not None and refused.code == "signature.invalid"
-    try:
-        await network.client(recipient).inbox_item(forged["header"]["id"])
-        absent = False
-    except ProblemError as answer:
-        absent = answer.code == "not_found"
-    out(
-        f"  {recipient} refused it: {refused.code if refused else 'NOT REFUSED'}; "
-        f"audited as entry {refused.index if refused else '-'}; not in its inbox: "
-        f"{'yes' if absent else 'NO'}"
-    )
-    result.checks.append(("tampered copy refused", ok and absent))
-    return str(forged["header"]["id"])
-
-
 async def replay_audit_stream(
     network: DemoNetwork, result: DemoResult, out: Printer, forged: str | None
 ) -> None:
@@ -519,22 +456,6 @@ async def replay_audit_stream(
         else "  the stream does NOT match the scenario"
     )
     result.checks.append(("audit stream replays and verifies", ok))
-
-
-def verify_audit_logs(network: DemoNetwork, result: DemoResult, out: Printer) -> None:
-    out("")
-    out("Audit logs")
-    pki = network.layout.directory / "pki"
-    certs = sorted(pki.glob("*.pem"))
-    certs = [p for p in certs if p.name not in ("ca.pem", "crl.pem")]
-    for node in network.layout.nodes:
-        config = network.layout.config(node, environ={})
-        report = verify_log(config.audit_path, cert_paths=certs, jobs=1)
-        out(
-            f"  {node}: {report.size} entries, "
-            + ("verifies" if report.ok else f"DOES NOT VERIFY: {report.first}")
-        )
-        result.checks.append((f"{node} audit log verifies", report.ok))
 
 
 def _trust_store(layout: NetworkLayout) -> TrustStore:
