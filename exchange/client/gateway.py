@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from exchange.audit.checkpoints import Checkpoint
 from exchange.audit.entries import AuditEntry
 from exchange.audit.proofs import ConsistencyProof, InclusionProof
+from exchange.backoff import retry_delay
 from exchange.client.problems import GatewayUnreachable, ProblemError
 from exchange.errors import ConfigError, ExchangeError
 from exchange.gateway import api_models as api
@@ -244,7 +245,7 @@ class GatewayClient:
         last update received, with growing pauses; `on_connect(cursor)` is called each time
         the stream opens, `on_reconnect(cursor, error)` each time it is lost. A refusal
         raises `ProblemError` (reconnecting would not help)."""
-        last, delay = after, RECONNECT_MIN_SECONDS
+        last, failures = after, 0
         params = _query({"network": network, "case": case, "heartbeat": heartbeat})
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=3 * heartbeat)
         while True:
@@ -267,15 +268,15 @@ class GatewayClient:
                         if event.event != EVENT_NAME or event.id is None:
                             continue
                         document: dict[str, Any] = orjson.loads(event.data)
-                        last, delay = int(event.id), RECONNECT_MIN_SECONDS
+                        last, failures = int(event.id), 0
                         yield document
                 lost: BaseException = ConnectionError("the server ended the stream")
             except (aiohttp.ClientError, TimeoutError) as exc:
                 lost = exc
             if on_reconnect is not None:
                 on_reconnect(last, lost)
-            await asyncio.sleep(delay)
-            delay = min(RECONNECT_MAX_SECONDS, delay * 2)
+            await asyncio.sleep(retry_delay(failures, RECONNECT_MIN_SECONDS, RECONNECT_MAX_SECONDS))
+            failures += 1
 
     # -- audit (auditor token) -----------------------------------------------------------
 

@@ -24,6 +24,7 @@ from exchange.audit.log import AuditLog
 from exchange.audit.peers import PeerCheckpoints
 from exchange.audit.peers import setup_schema as setup_peers_schema
 from exchange.audit.store import setup_schema as setup_audit_schema
+from exchange.backoff import retry_delay
 from exchange.config import EARLIER_FILES, NodeConfig
 from exchange.crypto.signing import NodeSigner
 from exchange.crypto.verify import TrustStore
@@ -299,12 +300,12 @@ async def _connect_and_start(app: web.Application, bus: Bus, relay: Relay, *, fi
 
 
 async def _keep_connecting(app: web.Application, bus: Bus, relay: Relay) -> None:
-    delay = FIRST_RETRY_SECONDS
+    attempts = 0
     while True:
-        await asyncio.sleep(delay)
+        await asyncio.sleep(retry_delay(attempts, FIRST_RETRY_SECONDS, MAX_RETRY_SECONDS))
         if await _connect_and_start(app, bus, relay, first=False):
             return
-        delay = min(delay * 2, MAX_RETRY_SECONDS)
+        attempts += 1
 
 
 def create_app(

@@ -18,11 +18,11 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from uuid import uuid4
 
+from exchange.backoff import retry_delay
 from exchange.config import Limits
 from exchange.log import get_logger
 from exchange.metrics import Metrics
 from exchange.model.common import utc_now
-from exchange.relay.backoff import retry_delay
 from exchange.storage.outbox import Outbox, OutboxItem
 from exchange.transport.bus import Bus, Outgoing, PublishError
 

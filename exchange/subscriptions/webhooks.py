@@ -25,11 +25,11 @@ import aiohttp
 import orjson
 
 from exchange.audit.entries import AuditEvent, EntryFields
+from exchange.backoff import retry_delay
 from exchange.config import NetworkConfig, WebhookConfig
 from exchange.errors import ConfigError
 from exchange.log import get_logger
 from exchange.model.common import utc_now
-from exchange.relay.backoff import retry_delay
 from exchange.storage import case_events
 from exchange.storage.case_records import CaseEventRecord, WebhookJob
 from exchange.subscriptions.feed import EventFeed
