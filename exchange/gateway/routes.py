@@ -52,7 +52,6 @@ from exchange.gateway.submit import (
     sign_submission,
 )
 from exchange.log import get_logger
-from exchange.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from exchange.model.common import CaseRef, MessageType, utc_now
 from exchange.subscriptions import sse
 
@@ -226,10 +225,8 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     store = request.app.get(keys.STORE)
     if store is not None:
         registry.set_outbox_depth(await store.outbox_depth())
-    return web.Response(
-        body=registry.render().encode("utf-8"),
-        headers={"Content-Type": METRICS_CONTENT_TYPE},
-    )
+    body, content_type = registry.exposition(request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 @functools.lru_cache(maxsize=8)

@@ -430,11 +430,17 @@ async def test_health_readiness_and_metrics(gateway: Gateway) -> None:
     await gateway.post(submission())
     await gateway.post(submission(recipients=["KZ-ARC"]))
     metrics = await gateway.client.get("/metrics")
-    assert metrics.content_type == "text/plain"
-    text = await metrics.text()
-    assert 'xb_messages_total{direction="out",type="asset-inquiry",outcome="accepted"} 1' in text
-    assert 'xb_http_refusals_total{code="recipient.unknown"} 1' in text
-    assert "xb_outbox_depth 2" in text
+    assert metrics.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    samples = http_helpers.metric_samples(await metrics.text())
+    accepted = {"direction": "out", "type": "asset-inquiry", "outcome": "accepted"}
+    assert samples[("xb_messages_total", frozenset(accepted.items()))] == 1
+    assert samples[("xb_http_refusals_total", frozenset({("code", "recipient.unknown")}))] == 1
+    assert samples[("xb_outbox_depth", frozenset())] == 2
+    openmetrics = await gateway.client.get(
+        "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    assert openmetrics.content_type == "application/openmetrics-text"
+    assert (await openmetrics.text()).endswith("# EOF\n")
 
 
 async def test_unknown_paths_and_methods_are_problems_too(gateway: Gateway) -> None:
