@@ -46,7 +46,7 @@ finally:
     profile.dump_stats(out)
 """
 """`exchange node run` under cProfile, its main thread's CPU clock; written at exit."""
-_DELIVERED = re.compile(r"_messages_total\{([^}]*)\} (\d+)")
+_DELIVERED = re.compile(r"_messages_total\{([^}]*)\} ([0-9.e+]+)")
 
 
 # --- the broker --------------------------------------------------------------------------
@@ -260,7 +260,7 @@ class Api:
         async with self.http.get(self.info.url + "/metrics") as resp:
             text = await resp.text()
         values = [
-            int(count)
+            int(float(count))
             for labels, count in _DELIVERED.findall(text)
             if f'direction="{direction}"' in labels and f'outcome="{outcome}"' in labels
         ]

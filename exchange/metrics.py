@@ -1,16 +1,32 @@
-"""The node's Prometheus metrics: a tiny in-house Counter, Histogram and Gauge, and `Metrics`.
+"""The node's Prometheus metrics: `Metrics`, on a prometheus-client registry of its own.
 
-`Metrics` names what a node measures (messages by direction, type and outcome; publish and
-end-to-end latency; outbox depth; HTTP refusals) and renders the Prometheus text format
-(version 0.0.4) for `GET /metrics`. Used from the event loop only; no locks.
+`Metrics` names what a node measures (messages by direction, type and outcome; receipts;
+HTTP refusals by code; publish and end-to-end latency; outbox depth) beside the process and
+garbage-collector metrics, and renders them for `GET /metrics` in the format the scraper
+asks for. Every label value comes from a closed set: a value outside it (a message type
+read from an unverified header, say) is counted under a fixed fallback, so input can never
+create a series on the public endpoint.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    ProcessCollector,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder, generate_latest
+
+from exchange.errors import ERROR_TABLE
+from exchange.model.common import MessageType
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+"""What `/metrics` answers to a scraper that asks for no particular format."""
 
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.001,
@@ -30,195 +46,119 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     60.0,
 )
 
+UNKNOWN = "unknown"
+"""The label of a message type, direction or outcome outside its closed set."""
+OTHER_CODE = "other"
+"""The label of an error code that the error table does not define."""
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
-
-
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == int(value) and abs(value) < 2**53:
-        return str(int(value))
-    return repr(value)
+MESSAGE_TYPES = frozenset(t.value for t in MessageType)
+DIRECTIONS = frozenset({"in", "out"})
+OUTCOMES = frozenset(
+    {"accepted", "refused", "sent", "delivered", "rejected", "failed", "received", "duplicate"}
+)
+RECEIPT_DIRECTIONS = frozenset({"sent", "received"})
+RECEIPT_OUTCOMES = frozenset({"accepted", "rejected"})
 
 
-class _Metric:
-    kind = "untyped"
-
-    def __init__(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:
-        self.name = name
-        self.help = help
-        self.labelnames = tuple(labelnames)
-
-    def _key(self, labels: dict[str, str]) -> tuple[str, ...]:
-        if set(labels) != set(self.labelnames):
-            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {sorted(labels)}")
-        return tuple(labels[n] for n in self.labelnames)
-
-    def header(self) -> list[str]:
-        return [f"# HELP {self.name} {_escape(self.help)}", f"# TYPE {self.name} {self.kind}"]
-
-    def samples(self) -> Iterable[str]:
-        raise NotImplementedError
-
-    def render(self) -> list[str]:
-        return [*self.header(), *self.samples()]
+def _closed(value: object, allowed: frozenset[str], fallback: str) -> str:
+    return value if isinstance(value, str) and value in allowed else fallback
 
 
-class Counter(_Metric):
-    """A value that only goes up, per label set."""
-
-    kind = "counter"
-
-    def __init__(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:
-        super().__init__(name, help, labelnames)
-        self._values: dict[tuple[str, ...], float] = {}
-
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        if amount < 0:
-            raise ValueError("a counter cannot go down")
-        key = self._key(labels)
-        self._values[key] = self._values.get(key, 0.0) + amount
-
-    def value(self, **labels: str) -> float:
-        return self._values.get(self._key(labels), 0.0)
-
-    def samples(self) -> Iterable[str]:
-        for key, value in sorted(self._values.items()):
-            yield f"{self.name}{_labels(self.labelnames, key)} {_number(value)}"
+def type_label(value: object) -> str:
+    """The `type` label of a message type: one of `MessageType`, else "unknown"."""
+    return _closed(value, MESSAGE_TYPES, UNKNOWN)
 
 
-class Gauge(_Metric):
-    """A value that goes up and down, per label set."""
-
-    kind = "gauge"
-
-    def __init__(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:
-        super().__init__(name, help, labelnames)
-        self._values: dict[tuple[str, ...], float] = {}
-
-    def set(self, value: float, **labels: str) -> None:
-        self._values[self._key(labels)] = float(value)
-
-    def value(self, **labels: str) -> float:
-        return self._values.get(self._key(labels), 0.0)
-
-    def samples(self) -> Iterable[str]:
-        for key, value in sorted(self._values.items()):
-            yield f"{self.name}{_labels(self.labelnames, key)} {_number(value)}"
-
-
-class Histogram(_Metric):
-    """Observations counted in cumulative buckets, with their sum and count."""
-
-    kind = "histogram"
-
-    def __init__(
-        self,
-        name: str,
-        help: str,
-        labelnames: Sequence[str] = (),
-        buckets: Sequence[float] = LATENCY_BUCKETS,
-    ) -> None:
-        super().__init__(name, help, labelnames)
-        if list(buckets) != sorted(set(buckets)):
-            raise ValueError("histogram buckets must be increasing")
-        self.buckets = (*buckets, math.inf)
-        self._series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
-
-    def observe(self, value: float, **labels: str) -> None:
-        key = self._key(labels)
-        counts, total = self._series.setdefault(key, ([0] * len(self.buckets), [0.0]))
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                counts[i] += 1
-                break
-        total[0] += value
-
-    def count(self, **labels: str) -> int:
-        series = self._series.get(self._key(labels))
-        return 0 if series is None else sum(series[0])
-
-    def samples(self) -> Iterable[str]:
-        for key, (counts, total) in sorted(self._series.items()):
-            running = 0
-            for bound, n in zip(self.buckets, counts, strict=True):
-                running += n
-                le = f'le="{_number(bound)}"'
-                yield f"{self.name}_bucket{_labels(self.labelnames, key, le)} {running}"
-            yield f"{self.name}_sum{_labels(self.labelnames, key)} {_number(total[0])}"
-            yield f"{self.name}_count{_labels(self.labelnames, key)} {running}"
+def code_label(value: object) -> str:
+    """The `code` label of an error code: one of the error table's, else "other"."""
+    return value if isinstance(value, str) and value in ERROR_TABLE else OTHER_CODE
 
 
 class Metrics:
-    """What a node measures. The HTTP layer and the relay share one instance."""
+    """What a node measures. The HTTP layer and the relay share one instance; each instance
+    has its own registry, so apps in one process never mix their counts."""
 
     def __init__(self, prefix: str = "xb") -> None:
-        self.messages = Counter(
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self._messages = Counter(
             f"{prefix}_messages_total",
             "Messages by direction (out, in), type and outcome "
             "(out: accepted, refused, sent, delivered, rejected, failed; "
-            "in: received, refused, duplicate).",
+            "in: received, refused, duplicate). A type outside the protocol's is 'unknown'.",
             ("direction", "type", "outcome"),
+            registry=self.registry,
         )
-        self.receipts = Counter(
+        self._receipts = Counter(
             f"{prefix}_receipts_total",
             "Receipts by direction (sent, received) and outcome (accepted, rejected).",
             ("direction", "outcome"),
+            registry=self.registry,
         )
-        self.refusals = Counter(
-            f"{prefix}_http_refusals_total", "HTTP requests refused, by error code.", ("code",)
+        self._refusals = Counter(
+            f"{prefix}_http_refusals_total",
+            "HTTP requests refused, by error code.",
+            ("code",),
+            registry=self.registry,
         )
-        self.publish_latency = Histogram(
+        self._publish_latency = Histogram(
             f"{prefix}_publish_latency_seconds",
             "From handing a batch to the broker to its publisher confirm.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
-        self.end_to_end_latency = Histogram(
+        self._end_to_end_latency = Histogram(
             f"{prefix}_end_to_end_latency_seconds",
             "From a message's creation to its recipient's receipt arriving back.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
-        self.outbox_depth = Gauge(
-            f"{prefix}_outbox_depth", "Publishes waiting for a broker confirm."
-        )
-        self._all: tuple[_Metric, ...] = (
-            self.messages,
-            self.receipts,
-            self.refusals,
-            self.publish_latency,
-            self.end_to_end_latency,
-            self.outbox_depth,
+        self._outbox_depth = Gauge(
+            f"{prefix}_outbox_depth",
+            "Publishes waiting for a broker confirm.",
+            registry=self.registry,
         )
 
     def message(self, direction: str, type: str, outcome: str, count: int = 1) -> None:
         """Count `count` messages of `type` that reached `outcome` (`direction`: out or in)."""
-        self.messages.inc(count, direction=direction, type=type, outcome=outcome)
+        self._messages.labels(
+            _closed(direction, DIRECTIONS, UNKNOWN),
+            type_label(type),
+            _closed(outcome, OUTCOMES, UNKNOWN),
+        ).inc(count)
 
     def receipt(self, direction: str, outcome: str) -> None:
-        self.receipts.inc(direction=direction, outcome=outcome)
+        self._receipts.labels(
+            _closed(direction, RECEIPT_DIRECTIONS, UNKNOWN),
+            _closed(outcome, RECEIPT_OUTCOMES, UNKNOWN),
+        ).inc()
 
     def refused(self, code: str) -> None:
-        self.refusals.inc(code=code)
+        self._refusals.labels(code_label(code)).inc()
 
     def observe_publish(self, seconds: float) -> None:
-        self.publish_latency.observe(seconds)
+        self._publish_latency.observe(seconds)
 
     def observe_end_to_end(self, seconds: float) -> None:
-        self.end_to_end_latency.observe(seconds)
+        self._end_to_end_latency.observe(seconds)
 
     def set_outbox_depth(self, depth: int) -> None:
-        self.outbox_depth.set(depth)
+        self._outbox_depth.set(depth)
+
+    def sample(self, name: str, **labels: str) -> float:
+        """The current value of one sample (`xb_messages_total`, with all its labels); 0
+        when it has not been counted yet."""
+        value = self.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+    def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The metrics in the format the `Accept` header asks for (Prometheus text 0.0.4
+        by default, OpenMetrics on request) and that format's content type."""
+        encoder: Callable[[CollectorRegistry], bytes]
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
 
     def render(self) -> str:
-        """The Prometheus text exposition of every metric."""
-        lines: list[str] = []
-        for metric in self._all:
-            lines.extend(metric.render())
-        return "\n".join(lines) + "\n"
+        """The Prometheus text exposition (format 0.0.4) of every metric."""
+        return generate_latest(self.registry).decode("utf-8")

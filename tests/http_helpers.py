@@ -1,5 +1,5 @@
 """What a local client of a gateway sends: its bearer token's header, and request bodies for
-`POST /v1/messages` built from the shared schema examples."""
+`POST /v1/messages` built from the shared schema examples, and the `/metrics` it reads."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from exchange.network import NetworkLayout
 
@@ -57,3 +59,16 @@ def submission(
     }
     body.update(fields)
     return body
+
+
+MetricKey = tuple[str, frozenset[tuple[str, str]]]
+
+
+def metric_samples(text: str) -> dict[MetricKey, float]:
+    """The samples of a Prometheus text exposition, parsed by prometheus-client's own
+    parser: (sample name, labels) -> value."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

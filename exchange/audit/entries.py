@@ -189,6 +189,16 @@ class AuditEntry:
         return header if isinstance(header, dict) else None
 
     @property
+    def cases(self) -> frozenset[str]:
+        """Every case the entry concerns: its own, its envelope's, and those of the messages
+        a read handed out (`detail.cases`, one entry per call)."""
+        found = {self.case, (self.header or {}).get("case")}
+        listed = (self.detail or {}).get("cases")
+        if isinstance(listed, list):
+            found.update(listed)
+        return frozenset(c for c in found if isinstance(c, str))
+
+    @property
     def message_type(self) -> str | None:
         header = self.header
         if header is not None and isinstance(header.get("type"), str):

@@ -36,7 +36,7 @@ class TimelineFilter:
             return False
         if self.until is not None and entry.time >= self.until:
             return False
-        if self.case is not None and self.case not in (entry.case, header.get("case")):
+        if self.case is not None and self.case not in entry.cases:
             return False
         if self.kind is not None and self.kind not in (entry.event.value, entry.message_type):
             return False

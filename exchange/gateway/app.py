@@ -3,8 +3,9 @@
 `create_app(config)` registers the route table behind bearer-token authentication and the
 problem-details middleware. Its cleanup contexts open, in order, the node's identity (key,
 certificate, trust store), its database (messages, case updates, peers and the audit log in
-one file), the audit log, the bus, the case updates (`exchange.subscriptions`) and the
-relay, and close each one only if it was opened.
+one file), the audit log, the summaries of the refusals it counts instead of writing each
+(`refusals`), the bus, the case updates (`exchange.subscriptions`) and the relay, and close
+each one only if it was opened.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from exchange.gateway import keys
 from exchange.gateway.auth import Authenticator
 from exchange.gateway.keys import CASE_UPDATES
 from exchange.gateway.problems import problem_middleware
+from exchange.gateway.refusals import RefusalAudit
 from exchange.gateway.route_spec import Route, RouteHandler
 from exchange.gateway.routes import ROUTES
 from exchange.log import get_logger
@@ -174,6 +176,20 @@ async def _audit_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await audit.close()
+
+
+async def _refusals_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Summaries of the counted refusals: at the end of each interval, and a last one
+    before the audit log closes."""
+    refusals, audit = app[keys.REFUSALS], app[keys.AUDIT]
+    timer = asyncio.create_task(refusals.run(audit), name="refusal-summaries")
+    try:
+        yield
+    finally:
+        timer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await timer
+        await refusals.flush(audit)
 
 
 async def _peers_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -328,6 +344,7 @@ def create_app(
     app[keys.CONFIG] = config
     app[keys.METRICS] = Metrics()
     app[keys.AUTHENTICATOR] = authenticator
+    app[keys.REFUSALS] = RefusalAudit()
     for route in ROUTES:
         app.router.add_route(route.method, route.path, _guarded(route, authenticator))
     app.cleanup_ctx.extend(
@@ -335,6 +352,7 @@ def create_app(
             _identity_ctx,
             _database_ctx,
             _audit_ctx,
+            _refusals_ctx,
             _peers_ctx,
             _bus_ctx(bus, start_relay),
             _case_updates_ctx,

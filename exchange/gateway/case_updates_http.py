@@ -3,13 +3,13 @@
 `GET /v1/subscriptions/stream` is a Server-Sent Events stream whose `id:` is the update's
 durable cursor: a client that reconnects with `Last-Event-ID` resumes right after the last
 update it received, with nothing lost and nothing repeated. `GET /v1/subscriptions/events`
-pages through the same updates for polling. Both filter by network and case, and audit each
-update handed out as `subscription-delivered` to the calling token.
+pages through the same updates for polling. Both filter by network and case, and audit the
+updates each poll or stream batch hands out as one `subscription-delivered` entry naming the
+calling token and listing their ids.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Annotated
 
@@ -27,6 +27,7 @@ from exchange.gateway.params import (
     member_networks,
     takes,
 )
+from exchange.gateway.reads import audit_read
 from exchange.log import get_logger
 from exchange.model.common import CaseRef, NetworkName
 from exchange.storage.case_records import CaseEventRecord
@@ -76,20 +77,17 @@ class StreamQuery(UpdateFilters):
 async def _audit_delivered(
     request: web.Request, records: Sequence[CaseEventRecord], channel: str
 ) -> None:
-    principal, audit = request[keys.PRINCIPAL], request.app[keys.AUDIT]
-    await asyncio.gather(
-        *(
-            audit.append(
-                AuditEvent.SUBSCRIPTION_DELIVERED,
-                actor=principal.token_id,
-                role=principal.role.value,
-                message_id=r.id,
-                case=r.case,
-                digest=r.digest,
-                detail={"channel": channel, "cursor": r.cursor, "network": r.network},
-            )
-            for r in records
-        )
+    """One entry for the updates handed out by one poll, or one batch of the stream."""
+    await audit_read(
+        request,
+        AuditEvent.SUBSCRIPTION_DELIVERED,
+        [r.id for r in records],
+        [r.case for r in records],
+        {
+            "channel": channel,
+            "networks": sorted({r.network for r in records}),
+            "cursors": {"first": records[0].cursor, "last": records[-1].cursor} if records else {},
+        },
     )
 
 

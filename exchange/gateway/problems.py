@@ -5,8 +5,9 @@
 has a stable `code`, a `detail` a person understands and, for request errors, the failing
 field paths; it is built through `ProblemDetails`, the model the OpenAPI document publishes.
 Anything unexpected becomes a 500 `internal` that reveals nothing of the cause (it is
-logged). Refused writes and failed authentication are appended to the audit log as
-`refused` with their code.
+logged). Refused writes and failed authentication are audited as `refused` with their
+code by `refusals.RefusalAudit`: one by one for a client with a valid token, counted per
+source and interval for everyone else.
 """
 
 from __future__ import annotations
@@ -74,34 +75,14 @@ def _http_problem(exc: web.HTTPException) -> dict[str, Any]:
     return problem(code, detail, status=exc.status)
 
 
-def _should_audit(request: web.Request, code: str) -> bool:
-    # A refused write is a refusal of something a client wanted the node to do; failed
-    # authentication is worth a trace wherever it happens. Failed reads are not.
-    return request.method not in ("GET", "HEAD", "OPTIONS") or code.startswith("auth.")
-
-
 async def _record_refusal(request: web.Request, document: dict[str, Any]) -> None:
     code = str(document["code"])
     metrics = request.app.get(keys.METRICS)
     if metrics is not None:
         metrics.refused(code)
-    if not _should_audit(request, code):
-        return
-    audit = request.app.get(keys.AUDIT)
-    if audit is None:
-        return
-    principal = request.get(keys.PRINCIPAL)
-    try:
-        await audit.append(
-            "refused",
-            actor=principal.token_id if principal else None,
-            role=principal.role.value if principal else None,
-            code=code,
-            detail={"method": request.method, "path": request.path, "status": document["status"]},
-        )
-    except Exception:
-        with contextlib.suppress(Exception):
-            _log.exception("audit_append_failed", event_kind="refused", code=code)
+    refusals = request.app.get(keys.REFUSALS)
+    if refusals is not None:
+        await refusals.record(request, code, int(document["status"]))
 
 
 @web.middleware

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import functools
 from typing import Annotated
-from uuid import UUID
 
 import orjson
 from aiohttp import web
@@ -40,6 +39,7 @@ from exchange.gateway.auth import Permission
 from exchange.gateway.openapi import build_openapi
 from exchange.gateway.params import PATH, AsciiInt, Cursor, MessageId, RouteParams, takes
 from exchange.gateway.problems import problem, problem_response
+from exchange.gateway.reads import audit_read, audit_read_one
 from exchange.gateway.request_body import read_json_object
 from exchange.gateway.route_spec import EventStream, Route
 from exchange.gateway.submit import (
@@ -52,7 +52,6 @@ from exchange.gateway.submit import (
     sign_submission,
 )
 from exchange.log import get_logger
-from exchange.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from exchange.model.common import CaseRef, MessageType, utc_now
 from exchange.subscriptions import sse
 
@@ -154,28 +153,13 @@ async def get_message(request: web.Request, params: MessageRef) -> web.StreamRes
     return views.json_response(views.message_view(message, request.app[keys.CONFIG].node_id))
 
 
-async def _audit_delivered(request: web.Request, items: list[tuple[UUID, str, str]]) -> None:
-    principal, audit = request[keys.PRINCIPAL], request.app[keys.AUDIT]
-    await asyncio.gather(
-        *(
-            audit.append(
-                "delivered",
-                actor=principal.token_id,
-                role=principal.role.value,
-                message_id=message_id,
-                case=case,
-                digest=digest,
-            )
-            for message_id, case, digest in items
-        )
-    )
-
-
 @takes(InboxQuery)
 async def list_inbox(request: web.Request, params: InboxQuery) -> web.StreamResponse:
     after, limit = params.after, params.limit
     records = await request.app[keys.STORE].inbox_page(after, limit)
-    await _audit_delivered(request, [(r.id, r.case, r.digest) for r in records])
+    await audit_read(
+        request, AuditEvent.DELIVERED, [r.id for r in records], [r.case for r in records]
+    )
     items = [views.inbox_item(r) for r in records]
     return views.json_response({"items": items, "next": records[-1].cursor if records else after})
 
@@ -185,7 +169,7 @@ async def get_inbox_message(request: web.Request, params: MessageRef) -> web.Str
     record = await request.app[keys.STORE].inbox_get(params.id)
     if record is None:
         raise _not_found("incoming message")
-    await _audit_delivered(request, [(record.id, record.case, record.digest)])
+    await audit_read_one(request, AuditEvent.DELIVERED, record.id, record.case, record.digest)
     return views.json_response(views.inbox_item(record))
 
 
@@ -226,10 +210,8 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     store = request.app.get(keys.STORE)
     if store is not None:
         registry.set_outbox_depth(await store.outbox_depth())
-    return web.Response(
-        body=registry.render().encode("utf-8"),
-        headers={"Content-Type": METRICS_CONTENT_TYPE},
-    )
+    body, content_type = registry.exposition(request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 @functools.lru_cache(maxsize=8)
@@ -292,7 +274,8 @@ ROUTES: tuple[Route, ...] = (
         Permission.READ,
         response=InboxPage,
         tags=("inbox",),
-        description="Each message returned is audited as delivered to the calling token.",
+        description="Each call that returns messages is audited as one `delivered` entry "
+        "naming the calling token and listing the ids returned.",
     ),
     Route(
         "GET",
@@ -335,7 +318,8 @@ ROUTES: tuple[Route, ...] = (
         Permission.SUBSCRIBE,
         response=CaseUpdatePage,
         tags=("subscriptions",),
-        description="Each update returned is audited as subscription-delivered to the token.",
+        description="Each call that returns updates is audited as one "
+        "`subscription-delivered` entry naming the token and listing the ids returned.",
     ),
     Route(
         "GET",
@@ -352,7 +336,8 @@ ROUTES: tuple[Route, ...] = (
             "sends `: heartbeat` comments, and first a `retry:` line.",
         ),
         tags=("subscriptions",),
-        description="Each update sent is audited as subscription-delivered to the token.",
+        description="Each batch of updates sent is audited as one `subscription-delivered` "
+        "entry naming the token and listing the ids sent.",
     ),
     Route(
         "GET",

@@ -26,7 +26,7 @@ from exchange.crypto.canonical import canonicalize, sha256_hex
 from exchange.crypto.verify import TrustStore, VerificationPolicy, VerifiedEnvelope, verify_envelope
 from exchange.errors import ExchangeError
 from exchange.log import get_logger
-from exchange.metrics import Metrics
+from exchange.metrics import Metrics, type_label
 from exchange.model.common import MessageType, utc_now
 from exchange.relay.receipts import RECEIPT_CODES, OwedReceipt, uuid_or_none
 from exchange.storage import outbox
@@ -143,7 +143,7 @@ class RefusalRecorder:
                 return REQUEUE  # nothing recorded: the broker keeps the delivery
         if receipt is not None:
             self.wake()
-        self.metrics.message("in", str(header.get("type", "unknown"))[:40], "refused")
+        self.metrics.message("in", type_label(header.get("type")), "refused")
         _log.warning(
             "inbox.refused",
             code=code,

@@ -20,6 +20,7 @@ from http_helpers import submission
 from yarl import URL
 
 from exchange.errors import ERROR_TABLE
+from exchange.gateway import keys
 from exchange.gateway.api_models import ProblemDetails
 from exchange.gateway.auth import hash_token
 from exchange.network import NetworkLayout
@@ -96,6 +97,10 @@ async def send(target: HttpTarget, request: Mapping[str, Any]) -> Any:
 async def run_http_case(target: HttpTarget, case: Case) -> None:
     """Send the case's request; check the problem, the audit entry, and that nothing else moved."""
     expect = case.expect
+    # Each case opens a new counting interval, so that a refusal of a client without a valid
+    # token is its source's first, which is written in full (the rest of an interval are
+    # counted: tests/hostile/test_floods.py).
+    await target.app[keys.REFUSALS].flush(target.app[keys.AUDIT])
     before = await snapshot(target.app)
     response = await send(target, case.doc["request"])
     text = await response.text()
@@ -130,6 +135,8 @@ async def run_http_case(target: HttpTarget, case: Case) -> None:
         assert entry.envelope is None and entry.message_id is None
         actor = expect.get("actor", _expected_actor(case.doc["request"], code))
         assert entry.actor == actor, f"{case.id}: actor {entry.actor!r}"
+        # Who is not known by a token is known by the address it came from.
+        assert (entry.detail.get("source") == "127.0.0.1") is (actor is None), case.id
     else:
         # Failed reads are not refusals of anything the node was asked to do.
         assert added == [], f"{case.id}: {[(e.event, e.code) for e in added]}"

@@ -20,6 +20,7 @@ from http_helpers import bearer, example_payload
 from openapi_spec_validator import validate as validate_openapi
 
 from exchange.audit.entries import AuditEntry
+from exchange.audit.replay import TimelineFilter
 from exchange.crypto.verify import TrustStore, VerificationPolicy, verify_envelope
 from exchange.gateway import keys
 from exchange.gateway.api_models import (
@@ -334,7 +335,7 @@ async def _receive(gateway: Gateway, *, case: str = "AL-2026-0042", **kw: Any) -
     return message_id
 
 
-async def test_the_inbox_pages_by_cursor_and_each_read_is_audited_as_delivered(
+async def test_the_inbox_pages_by_cursor_and_each_read_is_audited_once_as_delivered(
     gateway: Gateway,
 ) -> None:
     ids = [await _receive(gateway) for _ in range(3)]
@@ -349,12 +350,26 @@ async def test_the_inbox_pages_by_cursor_and_each_read_is_audited_as_delivered(
     one = await gateway.get(f"/v1/inbox/{ids[0]}", role="auditor")
     assert one.status == 200
     delivered = [e for e in await gateway.audit() if e.event == "delivered"]
-    assert [(e.message_id, e.actor) for e in delivered] == [
-        (str(ids[0]), "contact-point"),
-        (str(ids[1]), "contact-point"),
-        (str(ids[2]), "contact-point"),
-        (str(ids[0]), "auditor"),
+    # One entry per call that handed messages out (none for the empty page), listing them.
+    assert [(e.actor, (e.detail or {}).get("ids"), e.message_id) for e in delivered] == [
+        ("contact-point", [str(ids[0]), str(ids[1])], None),
+        ("contact-point", [str(ids[2])], None),
+        ("auditor", None, str(ids[0])),
     ]
+    assert delivered[0].detail is not None and delivered[0].detail["count"] == 2
+
+
+async def test_a_case_timeline_shows_the_reads_that_handed_out_its_messages(
+    gateway: Gateway,
+) -> None:
+    mine = await _receive(gateway, case="AL-2026-0042")
+    await _receive(gateway, case="AL-2026-0077")
+    assert (await gateway.get("/v1/inbox")).status == 200
+    (read,) = [e for e in await gateway.audit() if e.event == "delivered"]
+    assert read.detail is not None and str(mine) in read.detail["ids"]
+    assert TimelineFilter(case="AL-2026-0042").matches(read)  # `exchange audit replay --case`
+    assert TimelineFilter(case="AL-2026-0077").matches(read)
+    assert not TimelineFilter(case="AL-2026-0099").matches(read)
 
 
 async def test_inbox_reads_refuse_bad_parameters_unknown_ids_and_the_subscriber_role(
@@ -430,11 +445,17 @@ async def test_health_readiness_and_metrics(gateway: Gateway) -> None:
     await gateway.post(submission())
     await gateway.post(submission(recipients=["KZ-ARC"]))
     metrics = await gateway.client.get("/metrics")
-    assert metrics.content_type == "text/plain"
-    text = await metrics.text()
-    assert 'xb_messages_total{direction="out",type="asset-inquiry",outcome="accepted"} 1' in text
-    assert 'xb_http_refusals_total{code="recipient.unknown"} 1' in text
-    assert "xb_outbox_depth 2" in text
+    assert metrics.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    samples = http_helpers.metric_samples(await metrics.text())
+    accepted = {"direction": "out", "type": "asset-inquiry", "outcome": "accepted"}
+    assert samples[("xb_messages_total", frozenset(accepted.items()))] == 1
+    assert samples[("xb_http_refusals_total", frozenset({("code", "recipient.unknown")}))] == 1
+    assert samples[("xb_outbox_depth", frozenset())] == 2
+    openmetrics = await gateway.client.get(
+        "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    assert openmetrics.content_type == "application/openmetrics-text"
+    assert (await openmetrics.text()).endswith("# EOF\n")
 
 
 async def test_unknown_paths_and_methods_are_problems_too(gateway: Gateway) -> None:

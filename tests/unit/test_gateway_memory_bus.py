@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from http_helpers import auth_headers, submission
+from http_helpers import auth_headers, metric_samples, submission
 from networks import NetworkFactory
 
 from exchange.gateway.app import create_app
@@ -87,6 +87,7 @@ async def test_a_message_is_delivered_and_its_receipt_comes_back(
     assert item["digest"] == view["digest"]
     assert item["respond_by"] is not None
 
-    metrics = await (await clients["AL-ARO"].get("/metrics")).text()
-    assert 'outcome="delivered"} 1' in metrics
-    assert "xb_outbox_depth 0" in metrics
+    metrics = metric_samples(await (await clients["AL-ARO"].get("/metrics")).text())
+    delivered = {"direction": "out", "type": "asset-inquiry", "outcome": "delivered"}
+    assert metrics["xb_messages_total", frozenset(delivered.items())] == 1
+    assert metrics["xb_outbox_depth", frozenset()] == 0

@@ -229,7 +229,7 @@ async def test_only_subscribers_and_admins_may_read_updates(member: Gateway, pat
 # --- polling -----------------------------------------------------------------------------------
 
 
-async def test_polling_pages_after_a_cursor_filters_and_audits_each_delivery(
+async def test_polling_pages_after_a_cursor_filters_and_audits_each_poll_once(
     member: Gateway,
 ) -> None:
     ids = await publish(member, 3)
@@ -245,9 +245,21 @@ async def test_polling_pages_after_a_cursor_filters_and_audits_each_delivery(
     for item in by_network["items"]:
         CaseUpdateEvent.model_validate(item)
     delivered = [e for e in await member.audit() if e.event == "subscription-delivered"]
-    assert len(delivered) == 2 + 3 + 2 + 5
+    # one entry per poll, listing the updates it handed out
+    assert [e.detail["ids"] for e in delivered if e.detail] == [
+        ids[:2],
+        [ids[2], *other],
+        other,
+        [*ids, *other],
+    ]
     assert {(e.actor, e.role) for e in delivered} == {("subscriber", "subscriber")}
     assert {e.detail["channel"] for e in delivered if e.detail} == {"poll"}
+    assert [sorted(e.cases) for e in delivered] == [
+        [CASE],
+        sorted([CASE, "AL-2026-0099"]),
+        ["AL-2026-0099"],
+        sorted([CASE, "AL-2026-0099"]),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -293,6 +305,27 @@ async def test_the_stream_sends_updates_with_their_cursor_as_id_and_resumes(
     # Last-Event-ID wins over `after`, which serves a first connection
     again = await read_sse(member, 1, headers={"Last-Event-ID": "3"}, query="after=1")
     assert [item["id"] for _, item in again] == ids[3:]
+
+
+async def test_each_batch_the_stream_sends_is_audited_once_listing_its_updates(
+    member: Gateway,
+) -> None:
+    ids = await publish(member, 4)
+    assert [item["id"] for _, item in await read_sse(member, 4)] == ids
+    delivered = [e for e in await member.audit() if e.event == "subscription-delivered"]
+    assert [(e.actor, e.detail) for e in delivered] == [
+        (
+            "subscriber",
+            {
+                "channel": "sse",
+                "count": 4,
+                "ids": ids,
+                "cases": [CASE],
+                "networks": [NETWORK],
+                "cursors": {"first": 1, "last": 4},
+            },
+        )
+    ]
 
 
 async def test_the_stream_delivers_live_updates_filtered_and_heartbeats_while_idle(
