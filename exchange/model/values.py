@@ -305,7 +305,10 @@ def _uuid_text(value: Any) -> Any:
 
 def _real_date(value: str) -> str:
     if len(value) == 10:
-        date.fromisoformat(value)  # raises ValueError for e.g. 2026-02-30
+        try:
+            date.fromisoformat(value)
+        except ValueError:  # e.g. 2026-02-30
+            raise ValueError(f"{value} is not a day of the calendar") from None
     return value
 
 
