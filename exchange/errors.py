@@ -39,7 +39,10 @@ ERROR_TABLE: dict[str, ErrorSpec] = {
         422, "A receipt names a digest other than that of the message sent", False
     ),
     "checkpoint.invalid": ErrorSpec(
-        422, "A node's checkpoint is malformed, misattributed or not validly signed", False
+        422,
+        "A checkpoint header is malformed, misattributed or not validly signed (the header "
+        "is unsigned: a transport problem, not the sender's)",
+        False,
     ),
     "checkpoint.conflict": ErrorSpec(
         409, "A node's checkpoint contradicts one it signed before (a forked or rewound log)", False
