@@ -6,6 +6,12 @@ audit entries and the receipt it owes in one transaction, and only then acked. A
 is recorded by the one `RefusalRecorder`: its `rejected` entry (with the envelope as
 evidence when it can be kept) and, for a message whose sender can be named, a signed
 negative receipt, in one transaction; then the delivery is dead-lettered with its code.
+
+A receipt names the digest of the signed bytes only once their signature verified; a
+refusal before that names the SHA-256 of the body as it arrived, so that a copy with a
+forged signature can never be answered in the genuine message's name. A correctly signed
+message that the transport misrouted (`MisroutedError`) is refused without a receipt: the
+signer did not send it there.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from exchange.audit.peers import PeerCheckpoints
 from exchange.config import NodeConfig
 from exchange.crypto.canonical import canonicalize, sha256_hex
 from exchange.crypto.verify import TrustStore, VerificationPolicy, VerifiedEnvelope, verify_envelope
-from exchange.errors import ExchangeError
+from exchange.errors import ExchangeError, MisroutedError
 from exchange.log import get_logger
 from exchange.metrics import Metrics
 from exchange.model.common import MessageType, utc_now
@@ -98,15 +104,18 @@ class RefusalRecorder:
     ) -> Verdict:
         """Audit the refusal (with a negative receipt where one is owed); dead-letter it.
 
-        If the evidence cannot be kept (it is not JSON the log can hold), the entry is
+        `err.extra["digest"]` is set only when the signature verified (else the receipt and
+        the entry name the body's own SHA-256). If the evidence cannot be kept, the entry is
         written without it; if nothing can be written, the delivery is requeued.
         """
-        code = err.code if err.code in RECEIPT_CODES else "envelope.malformed"
+        misrouted = isinstance(err, MisroutedError)
+        code = err.code if err.code in RECEIPT_CODES or misrouted else "envelope.malformed"
         raw = _loose_json(delivery.body)
         header = raw.get("header") if isinstance(raw, dict) else None
         header = dict(header) if isinstance(header, dict) else {}
         message_id = uuid_or_none(header.get("id"))
-        digest = err.extra.get("digest") or sha256_hex(delivery.body)
+        body_digest = sha256_hex(delivery.body)
+        digest = err.extra.get("digest") or body_digest
         case = header.get("case") if isinstance(header.get("case"), str) else None
         detail = {
             "exchange": delivery.exchange,
@@ -115,8 +124,11 @@ class RefusalRecorder:
             "claimed_id": str(header.get("id"))[:100] if message_id is None else None,
         }
         evidence = raw if isinstance(raw, dict) and _canonicalizable(raw) else None
+        if misrouted:
+            detail["source"] = "transport"
         receipt = None
-        if self.answer is not None and header.get("type") != MessageType.RECEIPT.value:
+        answered = header.get("type") != MessageType.RECEIPT.value and not misrouted
+        if self.answer is not None and answered:
             receipt = self.answer(header, digest, received_at, code, err.detail)
         entries = [
             EntryFields.build(
@@ -129,9 +141,7 @@ class RefusalRecorder:
                 detail=detail,
             )
         ]
-        fallback = [
-            EntryFields.build(AuditEvent.REJECTED, digest=sha256_hex(delivery.body), code=code)
-        ]
+        fallback = [EntryFields.build(AuditEvent.REJECTED, digest=body_digest, code=code)]
         try:
             await self.db.call(lambda conn: self._record(conn, entries, receipt, received_at))
         except Exception:
@@ -151,6 +161,7 @@ class RefusalRecorder:
             node=self.node_id,
             exchange=delivery.exchange,
             routing_key=delivery.routing_key[:255],
+            misrouted=misrouted,
         )
         return dead_letter(code)
 
