@@ -35,6 +35,9 @@ ERROR_TABLE: dict[str, ErrorSpec] = {
     "clock.skew": ErrorSpec(422, "The message's creation time is too far from now", True),
     "message.replayed": ErrorSpec(409, "A message with this id was already seen", True),
     "recipient.mismatch": ErrorSpec(422, "The message is not addressed to this node", True),
+    "exchange.mismatch": ErrorSpec(
+        422, "The message type travels on another exchange than the one it came on", False
+    ),
     "receipt.mismatch": ErrorSpec(
         422,
         "A receipt names a digest other than that of the message sent (its signed bytes, or "

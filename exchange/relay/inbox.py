@@ -35,7 +35,7 @@ from exchange.storage import outbox
 from exchange.storage.messages import insert_inbox, insert_receipt
 from exchange.storage.records import IncomingMessage, IncomingReceipt, ReceiptRecord
 from exchange.transport.bus import ACK, Delivery, dead_letter
-from exchange.transport.topology import Topology
+from exchange.transport.topology import Topology, exchange_of
 
 _log = get_logger(__name__)
 
@@ -237,9 +237,16 @@ class InboxStep:
             )
 
     def _check_routing(self, delivery: Delivery, header: Header) -> None:
-        """The broker-authenticated routing key must agree with the signed header. A
-        disagreement is the transport's doing (whoever published the signed bytes there),
-        not the signer's: `MisroutedError`, refused without a receipt."""
+        """The exchange and the broker-authenticated routing key must agree with the signed
+        header. A disagreement is the transport's doing (whoever published the signed bytes
+        there), not the signer's: `MisroutedError`, refused without a receipt."""
+        home = exchange_of(header.type)
+        if home != "messages":
+            raise MisroutedError(
+                f"a {header.type.value} travels on the {home} exchange, not on the messages "
+                "exchange: refused here, where no network membership is checked",
+                code="exchange.mismatch",
+            )
         if self.node_id not in header.recipients:
             raise MisroutedError(
                 f"the message is addressed to {', '.join(header.recipients)}, not {self.node_id}",
