@@ -429,6 +429,15 @@ def _check_rejected(
         # Refused before the signature verified: the refusal (and its receipt) names the
         # body as it arrived, never the digest of the signed bytes it claims to carry.
         assert rejected.digest == hashlib.sha256(built.body).hexdigest(), case.id
+    assert rejected.detail is not None
+    if rejected.envelope is not None:
+        # Only a verified envelope refused in its step's transaction (a receipt that
+        # acknowledges nothing of ours) is kept whole: it is signed evidence.
+        assert expect.get("audit_digest") == "canonical" and built.header["type"] == "receipt"
+    else:
+        evidence = rejected.detail["body"]
+        assert evidence["sha256"] == hashlib.sha256(built.body).hexdigest()
+        assert evidence["bytes"] == len(built.body)
     loose_id = _loose_id(built.body)
     if loose_id is not None:
         assert rejected.message_id == loose_id
