@@ -35,11 +35,20 @@ ERROR_TABLE: dict[str, ErrorSpec] = {
     "clock.skew": ErrorSpec(422, "The message's creation time is too far from now", True),
     "message.replayed": ErrorSpec(409, "A message with this id was already seen", True),
     "recipient.mismatch": ErrorSpec(422, "The message is not addressed to this node", True),
+    "exchange.mismatch": ErrorSpec(
+        422, "The message type travels on another exchange than the one it came on", False
+    ),
     "receipt.mismatch": ErrorSpec(
-        422, "A receipt names a digest other than that of the message sent", False
+        422,
+        "A receipt names a digest other than that of the message sent (its signed bytes, or "
+        "for a refusal the exact bytes published)",
+        False,
     ),
     "checkpoint.invalid": ErrorSpec(
-        422, "A node's checkpoint is malformed, misattributed or not validly signed", False
+        422,
+        "A checkpoint header is malformed, misattributed or not validly signed (the header "
+        "is unsigned: a transport problem, not the sender's)",
+        False,
     ),
     "checkpoint.conflict": ErrorSpec(
         409, "A node's checkpoint contradicts one it signed before (a forked or rewound log)", False
@@ -158,6 +167,15 @@ class VerificationError(ExchangeError):
     """An envelope failed the verification policy; the code says which check."""
 
     code = "signature.invalid"
+
+
+class MisroutedError(VerificationError):
+    """A correctly signed envelope that the transport delivered where it does not belong: a
+    routing key or an exchange that disagrees with the signed header. Whoever published it
+    there (the broker's operator, a co-recipient) is not the signer, so the refusal is
+    audited and dead-lettered but answers the signer with no receipt."""
+
+    code = "sender.mismatch"
 
 
 class SchemaError(ExchangeError):

@@ -13,8 +13,12 @@ before:
 
 A new valid checkpoint is kept in the node's database and, in the same transaction, recorded
 in the node's own audit log as `peer-checkpoint` (the evidence is then as tamper-evident as
-the rest); a refused one is recorded as `rejected` with its code, both checkpoints in the
-detail, and logged as an error.
+the rest); a refused one is recorded as `rejected` with its code and both checkpoints in the
+detail. The header is outside the envelope's signature, so the broker can vary it at will: an
+invalid one (`checkpoint.invalid`) is a transport problem, audited and logged as a warning
+about the header the envelope came with, never as the sender's fault. A conflict is
+different: both checkpoints carry the node's own signature, so it is evidence against that
+node and logged as an error.
 Consistency between checkpoints of different sizes needs the peer's log itself: an auditor
 exports what a node saw (`exchange audit peers --db node.sqlite3 --node N --out FILE`) and
 checks it against N's log with `exchange audit verify --db <N's node.sqlite3> --checkpoints
@@ -174,16 +178,38 @@ class PeerCheckpoints:
         cp: Checkpoint | None,
         earlier: Mapping[str, Any] | None = None,
     ) -> Observation:
-        detail: dict[str, Any] = {"from": sender, "reason": reason}
+        detail: dict[str, Any]
+        if code == "checkpoint.invalid":
+            # Unsigned: the broker (or anyone on the path) could have written it.
+            detail = {
+                "source": "transport",
+                "header": CHECKPOINT_HEADER,
+                "carried_by_envelope_from": sender,
+                "reason": reason,
+                "note": f"came in the unsigned AMQP header {CHECKPOINT_HEADER}, which the "
+                "broker could have altered: no evidence against the envelope's sender",
+            }
+        else:
+            detail = {"from": sender, "reason": reason}
         if cp is not None:
             detail["checkpoint"] = cp.as_dict()
         if earlier is not None:
             detail["earlier"] = dict(earlier)
         self._refused[sender], self._refused_code[sender] = body, code
         await self._audit.append(AuditEvent.REJECTED, code=code, detail=detail)
-        _log.error(
-            "peer_checkpoint.refused", node=self.node_id, peer=sender, code=code, reason=reason
-        )
+        if code == "checkpoint.invalid":
+            _log.warning(
+                "transport.checkpoint_header_invalid",
+                node=self.node_id,
+                header=CHECKPOINT_HEADER,
+                envelope_from=sender,
+                code=code,
+                reason=reason,
+            )
+        else:
+            _log.error(
+                "peer_checkpoint.refused", node=self.node_id, peer=sender, code=code, reason=reason
+            )
         return Observation("refused", code, reason)
 
     async def seen(self, node: str | None = None) -> list[Checkpoint]:

@@ -267,12 +267,15 @@ def verify_envelope(
     """Verify a received envelope (its wire bytes, or the dict they were parsed to).
 
     Raises `VerificationError` with the code of the first failing check. `extra` carries
-    what was learnt before the failure (message_id, sender, kid, digest) for receipts.
+    what was learnt before the failure (message_id, sender, kid) for receipts, and `digest`
+    once the signature verified: a digest of the signed bytes names what the sender signed,
+    so it is never named for bytes whose signature was not checked.
     """
     when = _utc(now)
     raw, envelope, signed = _parse(data, policy.max_bytes)
     header, signature = envelope.header, envelope.signature
     digest = sha256_hex(signed)
+    signature_checked = False
     try:
         trusted = policy.trust.check(signature.kid, when)
         if trusted.node_id != header.sender:
@@ -282,6 +285,7 @@ def verify_envelope(
             )
         if not _signature_ok(trusted.public_key, signature.value, signed):
             raise VerificationError("the signature does not verify", code="signature.invalid")
+        signature_checked = True
         if header.expires_at is not None and when > header.expires_at:
             raise VerificationError(
                 f"the message expired at {header.expires_at}", code="message.expired"
@@ -307,9 +311,9 @@ def verify_envelope(
                     f"message {header.id} was already received", code="message.replayed"
                 )
     except VerificationError as err:
-        err.extra.update(
-            message_id=str(header.id), sender=header.sender, kid=signature.kid, digest=digest
-        )
+        err.extra.update(message_id=str(header.id), sender=header.sender, kid=signature.kid)
+        if signature_checked:
+            err.extra["digest"] = digest
         raise
     return VerifiedEnvelope(envelope=envelope, raw=raw, digest=digest, signer=trusted.certificate)
 

@@ -67,10 +67,18 @@ class Accepted(_Api):
 
 
 class ReceiptView(_Api):
+    """A signed receipt from a recipient."""
+
+    id: UUID = Field(description="The receipt's own message id.")
     from_node: NodeId
     outcome: Literal["accepted", "rejected"]
     reason: str | None = Field(description="The error code of a rejection.")
     detail: str | None
+    digest: str = Field(
+        description="What the recipient received: the message's `digest` (the bytes it "
+        "signed, once their signature verified), or the SHA-256 of the exact bytes published "
+        "(refused before the signature was checked)."
+    )
     received_at: UtcDatetime
     envelope: Envelope = Field(description="The signed receipt, proof of receipt.")
 
@@ -81,7 +89,10 @@ class RecipientView(_Api):
     attempts: int = Field(ge=0, description="Publish attempts made so far.")
     next_attempt_at: UtcDatetime | None
     confirmed_at: UtcDatetime | None = Field(description="When the broker confirmed the publish.")
-    receipt: ReceiptView | None
+    receipt: ReceiptView | None = Field(
+        description="The receipt that sets the state: the recipient's first positive one, "
+        "else its first refusal."
+    )
 
 
 class MessageView(_Api):
@@ -102,6 +113,11 @@ class MessageView(_Api):
     submitted_by: str | None = Field(description="The token id that submitted it.")
     updated_at: UtcDatetime
     deliveries: list[RecipientView]
+    receipts: list[ReceiptView] = Field(
+        description="The status history: every receipt received, in the order it came. A "
+        "recipient's positive receipt supersedes a refusal it sent before (of a copy it could "
+        "not accept then); a refusal never undoes a positive receipt."
+    )
     envelope: Envelope
 
 

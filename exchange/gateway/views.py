@@ -38,10 +38,12 @@ def _id(value: object | None) -> str | None:
 
 def receipt_view(receipt: ReceiptRecord) -> dict[str, Any]:
     return {
+        "id": str(receipt.id),
         "from_node": receipt.from_node,
         "outcome": receipt.outcome,
         "reason": receipt.reason,
         "detail": receipt.detail,
+        "digest": receipt.digest,
         "received_at": format_utc(receipt.received_at),
         "envelope": orjson.loads(receipt.envelope),
     }
@@ -74,6 +76,7 @@ def message_view(message: MessageRecord, sender: str) -> dict[str, Any]:
             }
             for s in message.recipient_states
         ],
+        "receipts": [receipt_view(r) for r in message.receipts],
         "envelope": orjson.loads(message.envelope),
     }
 

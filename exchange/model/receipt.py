@@ -2,7 +2,9 @@
 receipt): accepted, or rejected with the error code that made it refuse the message.
 
 `digest` is the hex SHA-256 of the RFC 8785 canonical bytes of the received message's
-`{"header", "payload"}`, the bytes its signature covers.
+`{"header", "payload"}`, the bytes its signature covers, once that signature verified. A
+refusal before the signature verified names the SHA-256 of the exact bytes received
+instead: a copy whose signature was altered is never refused in the genuine message's name.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ class Receipt(RuledPart):
     message_id: MessageId = Field(description="Header id of the message acknowledged.")
     digest: Digest = Field(
         description="Hex SHA-256 of the canonical signed bytes received (RFC 8785 form of "
-        '{"header": ..., "payload": ...}).'
+        '{"header": ..., "payload": ...}) once their signature verified; in a refusal made '
+        "before the signature verified, hex SHA-256 of the exact bytes received."
     )
     outcome: Literal["accepted", "rejected"] = Field(
         description="Whether the message was accepted.", examples=["rejected"]

@@ -3,13 +3,20 @@
 Messages and case updates alike: a delivery is verified with the node's one verification
 policy, checked by its step (routing key, payload, membership), then stored with the
 audit entries and the receipt it owes in one transaction, and only then acked. A refusal
-is recorded by the one `RefusalRecorder`: its `rejected` entry (with the envelope as
-evidence when it can be kept) and, for a message whose sender can be named, a signed
-negative receipt, in one transaction; then the delivery is dead-lettered with its code.
+is recorded by the one `RefusalRecorder`: its `rejected` entry (the refused body kept as its
+SHA-256 and its first KiB) and, for a message whose sender can be named, a signed negative
+receipt, in one transaction; then the delivery is dead-lettered with its code.
+
+A receipt names the digest of the signed bytes only once their signature verified; a
+refusal before that names the SHA-256 of the body as it arrived, so that a copy with a
+forged signature can never be answered in the genuine message's name. A correctly signed
+message that the transport misrouted (`MisroutedError`) is refused without a receipt: the
+signer did not send it there.
 """
 
 from __future__ import annotations
 
+import base64
 import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,9 +29,9 @@ from exchange.audit.entries import AuditEvent, EntryFields
 from exchange.audit.log import AuditLog
 from exchange.audit.peers import PeerCheckpoints
 from exchange.config import NodeConfig
-from exchange.crypto.canonical import canonicalize, sha256_hex
+from exchange.crypto.canonical import sha256_hex
 from exchange.crypto.verify import TrustStore, VerificationPolicy, VerifiedEnvelope, verify_envelope
-from exchange.errors import ExchangeError
+from exchange.errors import ExchangeError, MisroutedError
 from exchange.log import get_logger
 from exchange.metrics import Metrics, type_label
 from exchange.model.common import MessageType, utc_now
@@ -34,6 +41,9 @@ from exchange.storage.sqlite_thread import SqliteThread
 from exchange.transport.bus import REQUEUE, Delivery, Verdict, dead_letter
 
 _log = get_logger(__name__)
+
+EVIDENCE_HEAD_BYTES = 1024
+"""How much of a refused body its `rejected` entry keeps, beside the SHA-256 of all of it."""
 
 MAX_QUEUED_AGE = timedelta(days=14)
 """How old a message may be when it is consumed. Longer than the clock skew on purpose: a
@@ -98,25 +108,31 @@ class RefusalRecorder:
     ) -> Verdict:
         """Audit the refusal (with a negative receipt where one is owed); dead-letter it.
 
-        If the evidence cannot be kept (it is not JSON the log can hold), the entry is
+        `err.extra["digest"]` is set only when the signature verified (else the receipt and
+        the entry name the body's own SHA-256). If the detail cannot be kept, the entry is
         written without it; if nothing can be written, the delivery is requeued.
         """
-        code = err.code if err.code in RECEIPT_CODES else "envelope.malformed"
+        misrouted = isinstance(err, MisroutedError)
+        code = err.code if err.code in RECEIPT_CODES or misrouted else "envelope.malformed"
         raw = _loose_json(delivery.body)
         header = raw.get("header") if isinstance(raw, dict) else None
         header = dict(header) if isinstance(header, dict) else {}
         message_id = uuid_or_none(header.get("id"))
-        digest = err.extra.get("digest") or sha256_hex(delivery.body)
+        body_digest = sha256_hex(delivery.body)
+        digest = err.extra.get("digest") or body_digest
         case = header.get("case") if isinstance(header.get("case"), str) else None
         detail = {
             "exchange": delivery.exchange,
             "routing_key": delivery.routing_key[:255],
             "reason": err.detail[:500],
             "claimed_id": str(header.get("id"))[:100] if message_id is None else None,
+            "body": body_evidence(delivery.body, body_digest),
         }
-        evidence = raw if isinstance(raw, dict) and _canonicalizable(raw) else None
+        if misrouted:
+            detail["source"] = "transport"
         receipt = None
-        if self.answer is not None and header.get("type") != MessageType.RECEIPT.value:
+        answered = header.get("type") != MessageType.RECEIPT.value and not misrouted
+        if self.answer is not None and answered:
             receipt = self.answer(header, digest, received_at, code, err.detail)
         entries = [
             EntryFields.build(
@@ -125,13 +141,10 @@ class RefusalRecorder:
                 case=case[:64] if case else None,
                 digest=digest,
                 code=code,
-                envelope=evidence,
                 detail=detail,
             )
         ]
-        fallback = [
-            EntryFields.build(AuditEvent.REJECTED, digest=sha256_hex(delivery.body), code=code)
-        ]
+        fallback = [EntryFields.build(AuditEvent.REJECTED, digest=body_digest, code=code)]
         try:
             await self.db.call(lambda conn: self._record(conn, entries, receipt, received_at))
         except Exception:
@@ -151,6 +164,7 @@ class RefusalRecorder:
             node=self.node_id,
             exchange=delivery.exchange,
             routing_key=delivery.routing_key[:255],
+            misrouted=misrouted,
         )
         return dead_letter(code)
 
@@ -213,12 +227,29 @@ class InboundPipeline(Generic[P]):
         return stored.verdict
 
 
-def _canonicalizable(doc: Any) -> bool:
-    try:
-        canonicalize(doc)
-    except Exception:  # floats, huge integers, lone surrogates, deep nesting ...
-        return False
-    return True
+def body_evidence(body: bytes, digest: str) -> dict[str, Any]:
+    """A refused body as its `rejected` entry keeps it: its SHA-256, its length and its
+    first KiB (as text when that is UTF-8, else base64). Kept whole, a flood of large
+    refused envelopes would grow the permanent log by their full size."""
+    head = body[:EVIDENCE_HEAD_BYTES]
+    text = _utf8_prefix(head)
+    return {
+        "sha256": digest,
+        "bytes": len(body),
+        "head": text if text is not None else base64.b64encode(head).decode("ascii"),
+        "head_encoding": "utf-8" if text is not None else "base64",
+        "kept": f"the SHA-256 of the body and its first {len(head)} bytes, not the body",
+    }
+
+
+def _utf8_prefix(head: bytes) -> str | None:
+    """`head` as text, allowing a character cut at its end; None when it is not UTF-8."""
+    for cut in range(4):
+        try:
+            return head[: len(head) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return None
 
 
 def _loose_json(body: bytes) -> Any:

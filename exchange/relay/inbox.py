@@ -21,7 +21,7 @@ from exchange.audit.entries import AuditEvent, EntryFields
 from exchange.audit.log import AuditLog
 from exchange.crypto.signing import NodeSigner
 from exchange.crypto.verify import VerifiedEnvelope
-from exchange.errors import VerificationError
+from exchange.errors import MisroutedError, VerificationError
 from exchange.log import get_logger
 from exchange.metrics import Metrics
 from exchange.model.common import MessageType
@@ -33,9 +33,9 @@ from exchange.relay.receipts import OwedReceipt, ReplyTo, sign_receipt
 from exchange.schemas import validate_payload
 from exchange.storage import outbox
 from exchange.storage.messages import insert_inbox, insert_receipt
-from exchange.storage.records import IncomingMessage
+from exchange.storage.records import IncomingMessage, IncomingReceipt, ReceiptRecord
 from exchange.transport.bus import ACK, Delivery, dead_letter
-from exchange.transport.topology import Topology
+from exchange.transport.topology import Topology, exchange_of
 
 _log = get_logger(__name__)
 
@@ -180,10 +180,10 @@ class InboxStep:
     def _store_receipt(self, conn: sqlite3.Connection, arrival: ReceiptArrival) -> StepResult:
         header = arrival.verified.envelope.header
         receipt = arrival.receipt
-        # The receipt must come from a recipient of a message we sent, and acknowledge the
-        # bytes we signed (else it is no proof of delivery).
-        outcome = insert_receipt(
-            conn,
+        # The receipt must come from a recipient of a message we sent, and be about the
+        # bytes we signed (else it says nothing about our message: see `insert_receipt`).
+        record = ReceiptRecord(
+            header.id,
             receipt.message_id,
             header.sender,
             receipt.digest,
@@ -193,6 +193,7 @@ class InboxStep:
             arrival.received_at,
             arrival.body,
         )
+        outcome = insert_receipt(conn, IncomingReceipt(record, arrival.verified.digest))
         if outcome.refusal is not None:
             # Kept as evidence; nothing changes. A receipt is never answered.
             code = outcome.refusal
@@ -200,6 +201,9 @@ class InboxStep:
                 conn, self._entry(AuditEvent.REJECTED, arrival.verified, envelope=True, code=code)
             )
             return StepResult(dead_letter(code), after=lambda: self._receipt_refused(arrival, code))
+        if not outcome.new:
+            # A redelivery of a receipt we hold: change nothing.
+            return StepResult(ACK)
         status = outcome.status
         self._audit.write(
             conn,
@@ -233,15 +237,24 @@ class InboxStep:
             )
 
     def _check_routing(self, delivery: Delivery, header: Header) -> None:
-        """The broker-authenticated routing key must agree with the signed header."""
+        """The exchange and the broker-authenticated routing key must agree with the signed
+        header. A disagreement is the transport's doing (whoever published the signed bytes
+        there), not the signer's: `MisroutedError`, refused without a receipt."""
+        home = exchange_of(header.type)
+        if home != "messages":
+            raise MisroutedError(
+                f"a {header.type.value} travels on the {home} exchange, not on the messages "
+                "exchange: refused here, where no network membership is checked",
+                code="exchange.mismatch",
+            )
         if self.node_id not in header.recipients:
-            raise VerificationError(
+            raise MisroutedError(
                 f"the message is addressed to {', '.join(header.recipients)}, not {self.node_id}",
                 code="recipient.mismatch",
             )
         expected = self._topology.routing_key(self.node_id, header.type.value, header.sender)
         if delivery.routing_key != expected:
-            raise VerificationError(
+            raise MisroutedError(
                 f"routing key {delivery.routing_key!r} does not match the signed header "
                 f"(expected {expected!r})",
                 code="sender.mismatch",

@@ -5,12 +5,14 @@ The writes are functions of a connection (`insert_message`, `insert_inbox`,
 with the outbox rows and audit entries that operation owes. `MessageStore` reads. A
 message's status is derived from facts that only accumulate (broker confirms, receipts,
 give-ups): `accepted` -> `sent` (every recipient's publish confirmed) -> `delivered` (a
-positive receipt from every recipient) | `rejected` (any negative receipt; its code is kept)
-| `failed`.
+positive receipt from every recipient) | `rejected` (a negative receipt from a recipient that
+has sent no positive one; its code is kept) | `failed`. Every receipt is kept: a recipient's
+later positive receipt supersedes its earlier refusal, and the history shows both.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from datetime import datetime
@@ -24,6 +26,7 @@ from exchange.storage.records import (
     InboxArrival,
     InboxRecord,
     IncomingMessage,
+    IncomingReceipt,
     MessageRecord,
     OutgoingRecord,
     OverdueReport,
@@ -76,32 +79,36 @@ def insert_inbox(conn: sqlite3.Connection, message: IncomingMessage) -> InboxArr
     return InboxArrival(int(cursor), str(stored), new)
 
 
-def insert_receipt(
-    conn: sqlite3.Connection,
-    message_id: UUID,
-    from_node: str,
-    digest: str,
-    outcome: str,
-    reason: str | None,
-    detail: str | None,
-    received_at: datetime,
-    envelope: bytes,
-) -> ReceiptOutcome:
-    """Keep the first receipt from `from_node` for a message, checked: refused with
-    "recipient.mismatch" when the message is unknown or `from_node` is not one of its
-    recipients, with "receipt.mismatch" when `digest` is not the digest of what was sent.
-    Nothing is recorded for a refused receipt. A receipt also settles that recipient's
-    outbox row: it proves the publish arrived."""
-    mid, at = str(message_id), sql.ts(received_at)
+def insert_receipt(conn: sqlite3.Connection, incoming: IncomingReceipt) -> ReceiptOutcome:
+    """Record a receipt, checked. Refused with "recipient.mismatch" when the message is
+    unknown or the receipt's sender is not one of its recipients; with "receipt.mismatch"
+    when it is not about what was sent: it must name the digest of the signed bytes, or (a
+    refusal before the signature was checked) the SHA-256 of the exact bytes published;
+    with "message.replayed" when its id was recorded with other content. Nothing is recorded
+    for a refused receipt. Every receipt is kept, in the order it came (the history of the
+    message's status); the same receipt again changes nothing."""
+    r = incoming.receipt
+    mid = str(r.message_id)
     row = conn.execute(
         "SELECT recipients, digest, type, created_at FROM messages WHERE id = ?", (mid,)
     ).fetchone()
-    if row is None or from_node not in json.loads(row[0]):
+    if row is None or r.from_node not in json.loads(row[0]):
         return ReceiptOutcome("recipient.mismatch")
-    if row[1] != digest:
+    if r.digest != row[1] and (r.outcome == "accepted" or r.digest != _wire_digest(conn, mid)):
         return ReceiptOutcome("receipt.mismatch")
-    status = sql.insert_receipt(conn, mid, from_node, outcome, reason, detail, at, envelope)
-    return ReceiptOutcome(None, status, row[2], sql.at(row[3]))
+    new, kept = sql.insert_receipt(conn, incoming)
+    if kept != incoming.receipt_digest:
+        return ReceiptOutcome("message.replayed")
+    (status,) = conn.execute("SELECT status FROM messages WHERE id = ?", (mid,)).fetchone()
+    return ReceiptOutcome(None, str(status), row[2], sql.at(row[3]), new)
+
+
+def _wire_digest(conn: sqlite3.Connection, message_id: str) -> str:
+    """SHA-256 of the exact bytes published for a message (its stored envelope)."""
+    (envelope,) = conn.execute(
+        "SELECT envelope FROM messages WHERE id = ?", (message_id,)
+    ).fetchone()
+    return hashlib.sha256(bytes(envelope)).hexdigest()
 
 
 class MessageStore:

@@ -18,6 +18,7 @@ from exchange.storage.records import (
     CaseMessage,
     InboxRecord,
     IncomingMessage,
+    IncomingReceipt,
     MessageRecord,
     OverdueItem,
     OverdueReport,
@@ -76,12 +77,17 @@ def refresh_status(conn: sqlite3.Connection, message_id: str, now: str) -> str:
     ).fetchone()
     wanted = set(json.loads(recipients))
     receipts = conn.execute(
-        "SELECT from_node, outcome, reason FROM receipts WHERE message_id = ? "
-        "ORDER BY received_at, from_node",
+        "SELECT from_node, outcome, reason FROM receipts WHERE message_id = ? ORDER BY seq",
         (message_id,),
     ).fetchall()
-    negative = [reason for _node, outcome, reason in receipts if outcome != "accepted"]
+    # A recipient's positive receipt stands whatever it said before or after: it proves the
+    # signed message was accepted (a refusal of a copy cannot undo that).
     positive = {node for node, outcome, _reason in receipts if outcome == "accepted"}
+    negative = [
+        reason
+        for node, outcome, reason in receipts
+        if outcome != "accepted" and node not in positive
+    ]
     rows = conn.execute(
         "SELECT confirmed_at, abandoned_at FROM outbox WHERE message_id = ?", (message_id,)
     ).fetchall()
@@ -118,29 +124,31 @@ def inbox_values(message: IncomingMessage) -> tuple[Any, ...]:
     )
 
 
-def insert_receipt(
-    conn: sqlite3.Connection,
-    message_id: str,
-    from_node: str,
-    outcome: str,
-    reason: str | None,
-    detail: str | None,
-    when: str,
-    envelope: bytes,
-) -> str:
-    """Keep the first receipt from `from_node`, settle its outbox row (a receipt proves the
-    publish arrived), and return the message's new status."""
-    conn.execute(
-        "INSERT OR IGNORE INTO receipts (message_id, from_node, outcome, reason, detail, "
-        "received_at, envelope) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (message_id, from_node, outcome, reason, detail, when, envelope),
-    )
+INSERT_RECEIPT = (
+    "INSERT OR IGNORE INTO receipts (id, receipt_digest, message_id, from_node, digest, "
+    "outcome, reason, detail, received_at, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def insert_receipt(conn: sqlite3.Connection, incoming: IncomingReceipt) -> tuple[bool, str]:
+    """Keep a receipt unless one with its id is kept already; (kept now, the kept copy's
+    receipt digest). A new receipt settles its sender's outbox row (it proves the publish
+    arrived) and refreshes the message's status."""
+    r = incoming.receipt
+    mid, when = str(r.message_id), ts(r.received_at)
+    values = (str(r.id), incoming.receipt_digest, mid, r.from_node, r.digest, r.outcome)
+    if conn.execute(INSERT_RECEIPT, (*values, r.reason, r.detail, when, r.envelope)).rowcount != 1:
+        (kept,) = conn.execute(
+            "SELECT receipt_digest FROM receipts WHERE id = ?", (str(r.id),)
+        ).fetchone()
+        return False, str(kept)
     conn.execute(
         "UPDATE outbox SET confirmed_at = ? "
         "WHERE message_id = ? AND recipient = ? AND confirmed_at IS NULL",
-        (when, message_id, from_node),
+        (when, mid, r.from_node),
     )
-    return refresh_status(conn, message_id, when)
+    refresh_status(conn, mid, when)
+    return True, incoming.receipt_digest
 
 
 INBOX_COLUMNS = (
@@ -194,21 +202,21 @@ def read_message(conn: sqlite3.Connection, mid: str) -> MessageRecord | None:
     ).fetchone()
     if row is None:
         return None
-    receipts = {
-        r[1]: ReceiptRecord(UUID(r[0]), r[1], r[2], r[3], r[4], at(r[5]), bytes(r[6]))
-        for r in conn.execute(
-            "SELECT message_id, from_node, outcome, reason, detail, received_at, envelope "
-            "FROM receipts WHERE message_id = ? ORDER BY received_at, from_node",
+    receipts = [
+        ReceiptRecord(UUID(i), UUID(m), n, d, o, reason, detail, at(when), bytes(envelope))
+        for i, m, n, d, o, reason, detail, when, envelope in conn.execute(
+            "SELECT id, message_id, from_node, digest, outcome, reason, detail, received_at, "
+            "envelope FROM receipts WHERE message_id = ? ORDER BY seq",
             (mid,),
         )
-    }
+    ]
     states = []
     for recipient, attempts, next_at, confirmed, abandoned in conn.execute(
         "SELECT recipient, attempts, next_attempt_at, confirmed_at, abandoned_at FROM outbox "
         "WHERE message_id = ?",
         (mid,),
     ):
-        receipt = receipts.get(recipient)
+        receipt = deciding_receipt(receipts, recipient)
         state: RecipientStateName
         if receipt is not None:
             state = "delivered" if receipt.outcome == "accepted" else "rejected"
@@ -246,8 +254,14 @@ def read_message(conn: sqlite3.Connection, mid: str) -> MessageRecord | None:
         submitted_by=row[12],
         updated_at=at(row[13]),
         recipient_states=tuple(states),
-        receipts=tuple(receipts.values()),
+        receipts=tuple(receipts),
     )
+
+
+def deciding_receipt(receipts: list[ReceiptRecord], recipient: str) -> ReceiptRecord | None:
+    """The receipt that sets `recipient`'s state: its first positive one, else its first."""
+    mine = [r for r in receipts if r.from_node == recipient]
+    return next((r for r in mine if r.outcome == "accepted"), mine[0] if mine else None)
 
 
 _INBOX_SELECT = f"SELECT {INBOX_COLUMNS} FROM inbox"  # noqa: S608 (constant column list)

@@ -30,15 +30,31 @@ class OutgoingRecord:
 
 @dataclass(frozen=True, slots=True)
 class ReceiptRecord:
-    """A verified receipt from a recipient: accepted, or rejected with a reason code."""
+    """A verified receipt from a recipient: accepted, or rejected with a reason code.
 
+    `digest` is what it names: the digest of the message's signed bytes, or (a refusal
+    before the signature was checked) the SHA-256 of the exact bytes that were published.
+    """
+
+    id: UUID
+    """The receipt's own message id: a receipt is recorded once, however often delivered."""
     message_id: UUID
     from_node: str
+    digest: str
     outcome: str
     reason: str | None
     detail: str | None
     received_at: datetime
     envelope: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingReceipt:
+    """A verified receipt, ready to be recorded; `receipt_digest` is the digest of the
+    receipt envelope's own signed bytes (a second copy under its id must match it)."""
+
+    receipt: ReceiptRecord
+    receipt_digest: str
 
 
 RecipientStateName = Literal["pending", "sent", "delivered", "rejected", "failed"]
@@ -115,14 +131,16 @@ class InboxArrival:
 class ReceiptOutcome:
     """What `insert_receipt` made of a receipt.
 
-    `refusal` ("recipient.mismatch" or "receipt.mismatch") means nothing was recorded;
-    otherwise `status` is the message's status after the receipt.
+    `refusal` ("recipient.mismatch", "receipt.mismatch" or "message.replayed") means
+    nothing was recorded; otherwise `status` is the message's status after the receipt, and
+    `new` is False when this very receipt was recorded before (a redelivery).
     """
 
     refusal: str | None
     status: str | None = None
     type: str | None = None
     created_at: datetime | None = None
+    new: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,13 @@ together. `PRAGMA user_version` numbers the layout; a newer one is refused.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
-SCHEMA_VERSION = 1
+from exchange.crypto.canonical import sha256_hex
+from exchange.crypto.signing import signing_input
+
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -54,15 +58,19 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(seq)
     WHERE confirmed_at IS NULL AND abandoned_at IS NULL;
 CREATE TABLE IF NOT EXISTS receipts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    receipt_digest TEXT NOT NULL,
     message_id TEXT NOT NULL REFERENCES messages(id),
     from_node TEXT NOT NULL,
+    digest TEXT NOT NULL,
     outcome TEXT NOT NULL,
     reason TEXT,
     detail TEXT,
     received_at TEXT NOT NULL,
-    envelope BLOB NOT NULL,
-    PRIMARY KEY (message_id, from_node)
-) WITHOUT ROWID;
+    envelope BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS receipts_message ON receipts(message_id, seq);
 CREATE TABLE IF NOT EXISTS inbox (
     cursor INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -110,11 +118,43 @@ CREATE TABLE IF NOT EXISTS node_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)
 
 
 def setup_schema(conn: sqlite3.Connection) -> None:
-    """Create the node's tables inside the caller's transaction; refuse a newer layout."""
+    """Create the node's tables inside the caller's transaction (bringing an older layout up
+    to date in it); refuse a newer layout."""
     (version,) = conn.execute("PRAGMA user_version").fetchone()
     if version > SCHEMA_VERSION:
         raise RuntimeError(f"database layout {version} is newer than this program's")
+    if version == 1:
+        _receipts_keep_every_row(conn)
     for statement in SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def _receipts_keep_every_row(conn: sqlite3.Connection) -> None:
+    """Layout 1 -> 2: the receipts table kept one receipt per recipient; it now keeps every
+    receipt (by its own id), so that a later positive receipt can supersede a negative one
+    and the history shows both. The digest a layout-1 receipt named was its message's."""
+    conn.execute("ALTER TABLE receipts RENAME TO receipts_v1")
+    for statement in SCHEMA.split(";"):
+        if "receipts" in statement and statement.strip():
+            conn.execute(statement)
+    rows = conn.execute(
+        "SELECT r.message_id, r.from_node, m.digest, r.outcome, r.reason, r.detail, "
+        "r.received_at, r.envelope FROM receipts_v1 r JOIN messages m ON m.id = r.message_id "
+        "ORDER BY r.received_at, r.from_node"
+    ).fetchall()
+    for message_id, from_node, digest, *rest, envelope in rows:
+        receipt_id, receipt_digest = _receipt_identity(bytes(envelope))
+        conn.execute(
+            "INSERT INTO receipts (id, receipt_digest, message_id, from_node, digest, outcome, "
+            "reason, detail, received_at, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (receipt_id, receipt_digest, message_id, from_node, digest, *rest, envelope),
+        )
+    conn.execute("DROP TABLE receipts_v1")
+
+
+def _receipt_identity(envelope: bytes) -> tuple[str, str]:
+    """A stored receipt's own id and the digest of its signed bytes."""
+    doc = json.loads(envelope)
+    return str(doc["header"]["id"]), sha256_hex(signing_input(doc["header"], doc["payload"]))

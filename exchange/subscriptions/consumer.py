@@ -22,7 +22,7 @@ from exchange.audit.entries import AuditEvent, EntryFields
 from exchange.audit.log import AuditLog
 from exchange.config import NetworkConfig, NodeConfig
 from exchange.crypto.verify import VerifiedEnvelope
-from exchange.errors import ExchangeError, VerificationError
+from exchange.errors import ExchangeError, MisroutedError, VerificationError
 from exchange.log import get_logger
 from exchange.model.case_update import CaseUpdate
 from exchange.model.common import MessageType
@@ -31,7 +31,7 @@ from exchange.schemas import validate_payload
 from exchange.storage.case_events import insert_event
 from exchange.storage.case_records import CaseEventRecord, NewCaseEvent
 from exchange.transport.bus import ACK, Delivery
-from exchange.transport.topology import Topology
+from exchange.transport.topology import Topology, exchange_of
 
 _log = get_logger(__name__)
 
@@ -159,10 +159,12 @@ class UpdateStep:
         self, delivery: Delivery, verified: VerifiedEnvelope
     ) -> tuple[CaseUpdate, NetworkConfig]:
         header = verified.envelope.header
-        if header.type is not MessageType.CASE_UPDATE:
-            raise ExchangeError(
-                f"a {header.type.value} on the cases exchange: only case updates travel there",
-                code="envelope.malformed",
+        home = exchange_of(header.type)
+        if home != "cases":
+            raise MisroutedError(
+                f"a {header.type.value} travels on the {home} exchange, not on the cases "
+                "exchange: only case updates travel there",
+                code="exchange.mismatch",
             )
         payload = validate_payload(header.type.value, header.schema_, verified.raw["payload"])
         assert isinstance(payload, CaseUpdate)

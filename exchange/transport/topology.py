@@ -32,6 +32,16 @@ _REASON = re.compile(r"^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,4}$")
 _NEVER = "(?!)"  # a regex that matches nothing: topic permissions are opt-in, so deny explicitly
 
 
+CASE_UPDATE_TYPE = "case-update"
+
+
+def exchange_of(message_type: str) -> str:
+    """The logical exchange a message type travels on: a case update on `cases` (fanned out
+    to a prosecutor network, whose membership its receivers check), every other type on
+    `messages` (node to node). A receiver refuses a type that came on the other one."""
+    return "cases" if message_type == CASE_UPDATE_TYPE else "messages"
+
+
 class InvalidName(ExchangeValueError):
     """A name that cannot appear in a routing key: empty, too long, a dot or a wildcard."""
 

@@ -31,7 +31,6 @@ from hostile_corpus import Case, apply_edits, body_bytes, get, put
 from hostile_node import audit_since, snapshot
 from http_helpers import auth_headers, example_payload
 
-from exchange.crypto.canonical import parse_json
 from exchange.crypto.pki import (
     create_ca,
     create_crl,
@@ -44,7 +43,6 @@ from exchange.crypto.signing import b64url_decode, b64url_encode, signing_input
 from exchange.crypto.verify import TrustStore, VerificationPolicy, verify_envelope
 from exchange.gateway import keys
 from exchange.model.common import format_utc
-from exchange.model.envelope import MAX_ENVELOPE_BYTES, Envelope
 from exchange.network import NetworkLayout
 from exchange.transport.bus import ORIGINAL_ROUTING_KEY_HEADER, REASON_HEADER, Outgoing
 from exchange.transport.memory import MemoryBroker, MemoryBus
@@ -424,11 +422,22 @@ def _check_rejected(
     )
     assert events == wanted, f"{case.id}: audit {events}"
     rejected = added[0]
-    if expect.get("audit_digest") == "canonical":  # refused after verification
+    if expect.get("audit_digest") == "canonical":  # refused after the signature verified
         signed = signing_input(built.wire["header"], built.wire["payload"])
-        assert rejected.digest == hashlib.sha256(signed).hexdigest()
+        assert rejected.digest == hashlib.sha256(signed).hexdigest(), case.id
     else:
-        assert rejected.digest == _expected_refusal_digest(built.body), case.id
+        # Refused before the signature verified: the refusal (and its receipt) names the
+        # body as it arrived, never the digest of the signed bytes it claims to carry.
+        assert rejected.digest == hashlib.sha256(built.body).hexdigest(), case.id
+    assert rejected.detail is not None
+    if rejected.envelope is not None:
+        # Only a verified envelope refused in its step's transaction (a receipt that
+        # acknowledges nothing of ours) is kept whole: it is signed evidence.
+        assert expect.get("audit_digest") == "canonical" and built.header["type"] == "receipt"
+    else:
+        evidence = rejected.detail["body"]
+        assert evidence["sha256"] == hashlib.sha256(built.body).hexdigest()
+        assert evidence["bytes"] == len(built.body)
     loose_id = _loose_id(built.body)
     if loose_id is not None:
         assert rejected.message_id == loose_id
@@ -452,20 +461,6 @@ def _check_rejected(
     assert not leftovers, f"{case.id}: also published {leftovers}"
     # The audit stream copies what crossed the messages exchange: the delivery and the receipt.
     assert [m.body for m in stream] == [built.body] + [r.body for r in receipts]
-
-
-def _expected_refusal_digest(body: bytes) -> str:
-    """The digest a refusal names: that of the canonical signed bytes when the envelope was
-    well formed enough to compute it (so the sender can match the receipt), else the body's."""
-    try:
-        if len(body) > MAX_ENVELOPE_BYTES:
-            raise ValueError("too large")
-        raw = parse_json(body)
-        Envelope.model_validate(raw)
-        signed = signing_input(raw["header"], raw["payload"])
-    except Exception:
-        return hashlib.sha256(body).hexdigest()
-    return hashlib.sha256(signed).hexdigest()
 
 
 def _no_poison(case: Case, dead: list[Any]) -> None:

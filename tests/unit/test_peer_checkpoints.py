@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import structlog
 from http_helpers import auth_headers
 
 from exchange.audit.checkpoints import Checkpoint, sign_checkpoint
@@ -86,7 +87,14 @@ async def _refused(peers: Peers, body: bytes, sender: str, code: str) -> AuditEn
     assert len(entries) == before + 1
     entry = entries[-1]
     assert (entry.event, entry.code) == (AuditEvent.REJECTED, code)
-    assert entry.detail is not None and entry.detail["from"] == sender
+    assert entry.detail is not None
+    if code == "checkpoint.invalid":
+        # The header is unsigned: the entry blames the transport, never the sender.
+        assert entry.detail["source"] == "transport"
+        assert entry.detail["carried_by_envelope_from"] == sender
+        assert "from" not in entry.detail
+    else:
+        assert entry.detail["from"] == sender
     return entry
 
 
@@ -123,6 +131,42 @@ async def test_forged_misattributed_and_malformed_checkpoints_are_invalid(peers:
         await _refused(peers, junk, "RS-PPO", "checkpoint.invalid")
     await _refused(peers, 12345, "RS-PPO", "checkpoint.invalid")  # type: ignore[arg-type]
     assert await peers.peers.seen() == []
+
+
+async def test_a_header_the_broker_varied_is_a_transport_warning_not_the_senders_fault(
+    peers: Peers,
+) -> None:
+    """`x-xb-checkpoint` is outside the signature: a broker that alters it on RS-PPO's
+    genuine envelopes must not make AL-ARO's log and logs accuse RS-PPO."""
+    genuine = Checkpoint.from_json(peers.cp(7, 0))
+    variants = [
+        replace(genuine, root=root(8).hex()).to_json(),  # signature no longer verifies
+        replace(genuine, size=8).to_json(),
+        b"{not json",
+        peers.cp(7, 0, signer=peers.md),  # another node's valid checkpoint
+    ]
+    with structlog.testing.capture_logs() as logs:
+        for variant in variants:
+            entry = await _refused(peers, variant, "RS-PPO", "checkpoint.invalid")
+            assert entry.detail is not None
+            assert "unsigned AMQP header x-xb-checkpoint" in entry.detail["note"]
+            assert "broker could have altered" in entry.detail["note"]
+    refused = [r for r in logs if r.get("code") == "checkpoint.invalid"]
+    assert len(refused) == len(variants)
+    for record in refused:
+        assert record["log_level"] == "warning"
+        assert record["event"] == "transport.checkpoint_header_invalid"
+        assert "peer" not in record and record["envelope_from"] == "RS-PPO"
+    # the genuine checkpoint still counts when it comes unaltered
+    assert (await peers.peers.observe(genuine.to_json(), "RS-PPO")).outcome == "new"
+
+
+async def test_a_conflict_is_signed_evidence_against_the_node_and_an_error(peers: Peers) -> None:
+    assert (await peers.peers.observe(peers.cp(40, 0), "RS-PPO")).outcome == "new"
+    with structlog.testing.capture_logs() as logs:
+        await _refused(peers, peers.cp(40, 0, salt="fork"), "RS-PPO", "checkpoint.conflict")
+    (record,) = [r for r in logs if r.get("code") == "checkpoint.conflict"]
+    assert (record["log_level"], record["peer"]) == ("error", "RS-PPO")
 
 
 async def test_the_same_bad_header_again_is_audited_once(peers: Peers) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,13 @@ from exchange.gateway.submit import owed_publishes
 from exchange.storage import outbox
 from exchange.storage.messages import MessageStore, insert_inbox, insert_message, insert_receipt
 from exchange.storage.outbox import OutboxItem
-from exchange.storage.records import IncomingMessage, OutgoingRecord
+from exchange.storage.records import (
+    IncomingMessage,
+    IncomingReceipt,
+    OutgoingRecord,
+    ReceiptOutcome,
+    ReceiptRecord,
+)
 from exchange.storage.sqlite_thread import SqliteThread
 from exchange.transport.topology import Topology
 
@@ -98,15 +105,43 @@ class Node(NodeDatabase, MessageStore):
         detail: str | None,
         received_at: datetime,
         envelope: bytes,
+        *,
+        digest: str | None = None,
+        receipt_id: UUID | None = None,
     ) -> str | None:
-        message = await self.get_message(message_id)
-        digest = message.digest if message is not None else "00" * 32
-        result = await self.db.call(
-            lambda conn: insert_receipt(
-                conn, message_id, from_node, digest, outcome, reason, detail, received_at, envelope
-            )
+        """The message's status after the receipt, or None when it was refused."""
+        result = await self.receipt_outcome(
+            message_id, from_node, outcome, reason, received_at, envelope, digest, receipt_id
         )
         return result.status if result.refusal is None else None
+
+    async def receipt_outcome(
+        self,
+        message_id: UUID,
+        from_node: str,
+        outcome: str,
+        reason: str | None,
+        received_at: datetime,
+        envelope: bytes,
+        digest: str | None = None,
+        receipt_id: UUID | None = None,
+    ) -> ReceiptOutcome:
+        if digest is None:  # the digest of what was signed
+            message = await self.get_message(message_id)
+            digest = message.digest if message is not None else "00" * 32
+        record = ReceiptRecord(
+            receipt_id or uuid4(),
+            message_id,
+            from_node,
+            digest,
+            outcome,
+            reason,
+            None,
+            received_at,
+            envelope,
+        )
+        incoming = IncomingReceipt(record, hashlib.sha256(envelope).hexdigest())
+        return await self.db.call(lambda conn: insert_receipt(conn, incoming))
 
     async def inbox_store(self, *args: object) -> int:
         message = IncomingMessage(*args)  # type: ignore[arg-type]
@@ -235,18 +270,13 @@ async def test_a_receipt_before_the_confirm_settles_the_outbox_row(store: Node) 
     assert await store.outbox_due(10, T0 + timedelta(days=1)) == []
 
 
-async def test_a_negative_receipt_rejects_with_its_code_and_receipts_are_idempotent(
-    store: Node,
-) -> None:
+async def test_a_negative_receipt_rejects_with_its_code(store: Node) -> None:
     record = outgoing(("RS-PPO", "MD-ARO"))
     await store.submit(record)
     status = await store.record_receipt(
         record.id, "RS-PPO", "rejected", "cert.revoked", "revoked", T0, b"neg"
     )
     assert status == "rejected"
-    # The same node answering again (a redelivery) changes nothing: the first receipt stands.
-    again = await store.record_receipt(record.id, "RS-PPO", "accepted", None, None, T0, b"pos")
-    assert again == "rejected"
     await store.record_receipt(record.id, "MD-ARO", "accepted", None, None, T0, b"ok")
     message = await store.get_message(record.id)
     assert message is not None
@@ -256,6 +286,165 @@ async def test_a_negative_receipt_rejects_with_its_code_and_receipts_are_idempot
     assert states["RS-PPO"].receipt is not None
     assert states["RS-PPO"].receipt.envelope == b"neg"
     assert states["MD-ARO"].state == "delivered"
+
+
+async def test_a_later_positive_receipt_supersedes_a_refusal_and_the_history_keeps_both(
+    store: Node,
+) -> None:
+    """RS-PPO refused the message (its CRL was stale, say), then accepted it when it came
+    again: the message is delivered, and its history shows the refusal and the acceptance."""
+    record = outgoing(("RS-PPO", "MD-ARO"))
+    await store.submit(record)
+    await store.record_receipt(record.id, "MD-ARO", "accepted", None, None, T0, b"md")
+    refused = await store.record_receipt(
+        record.id, "RS-PPO", "rejected", "cert.untrusted", None, T0 + timedelta(seconds=1), b"n"
+    )
+    assert refused == "rejected"
+    accepted = await store.record_receipt(
+        record.id, "RS-PPO", "accepted", None, None, T0 + timedelta(seconds=2), b"p"
+    )
+    assert accepted == "delivered"
+    message = await store.get_message(record.id)
+    assert message is not None
+    assert (message.status, message.reason) == ("delivered", None)
+    history = [(r.from_node, r.outcome, r.reason, r.envelope) for r in message.receipts]
+    assert history == [
+        ("MD-ARO", "accepted", None, b"md"),
+        ("RS-PPO", "rejected", "cert.untrusted", b"n"),
+        ("RS-PPO", "accepted", None, b"p"),
+    ]
+    states = {s.recipient: s for s in message.recipient_states}
+    assert states["RS-PPO"].state == "delivered"
+    assert states["RS-PPO"].receipt is not None and states["RS-PPO"].receipt.envelope == b"p"
+
+
+async def test_a_refusal_never_undoes_a_positive_receipt(store: Node) -> None:
+    """A genuine copy replayed after its expiry is refused by a recipient that accepted it
+    before: the message stays delivered."""
+    record = outgoing()
+    await store.submit(record)
+    await store.record_receipt(record.id, "RS-PPO", "accepted", None, None, T0, b"p")
+    later = T0 + timedelta(hours=1)
+    status = await store.record_receipt(
+        record.id, "RS-PPO", "rejected", "message.expired", None, later, b"n"
+    )
+    assert status == "delivered"
+    message = await store.get_message(record.id)
+    assert message is not None and [r.outcome for r in message.receipts] == [
+        "accepted",
+        "rejected",
+    ]
+
+
+async def test_the_same_receipt_again_changes_nothing_but_its_id_reused_is_a_replay(
+    store: Node,
+) -> None:
+    record = outgoing()
+    await store.submit(record)
+    receipt_id = uuid4()
+    first = await store.receipt_outcome(
+        record.id, "RS-PPO", "rejected", "schema.invalid", T0, b"neg", receipt_id=receipt_id
+    )
+    assert (first.refusal, first.status, first.new) == (None, "rejected", True)
+    again = await store.receipt_outcome(
+        record.id, "RS-PPO", "rejected", "schema.invalid", T0, b"neg", receipt_id=receipt_id
+    )
+    assert (again.refusal, again.status, again.new) == (None, "rejected", False)
+    other = await store.receipt_outcome(
+        record.id, "RS-PPO", "accepted", None, T0, b"pos", receipt_id=receipt_id
+    )
+    assert other.refusal == "message.replayed"
+    message = await store.get_message(record.id)
+    assert message is not None and len(message.receipts) == 1
+
+
+async def test_a_refusal_may_name_the_bytes_published_but_an_acceptance_must_name_the_signed(
+    store: Node,
+) -> None:
+    """Refused before its signature was checked, a message is named by the SHA-256 of the
+    exact bytes received: the sender matches that against the bytes it published. Any other
+    digest is about some other copy (an altered one) and is no receipt of this message."""
+    record = outgoing()
+    await store.submit(record)
+    wire = hashlib.sha256(record.envelope).hexdigest()
+    other = hashlib.sha256(record.envelope + b" ").hexdigest()
+    positive_of_wire = await store.receipt_outcome(
+        record.id, "RS-PPO", "accepted", None, T0, b"p1", digest=wire
+    )
+    assert positive_of_wire.refusal == "receipt.mismatch"
+    of_a_copy = await store.receipt_outcome(
+        record.id, "RS-PPO", "rejected", "signature.invalid", T0, b"n1", digest=other
+    )
+    assert of_a_copy.refusal == "receipt.mismatch"
+    refused = await store.receipt_outcome(
+        record.id, "RS-PPO", "rejected", "cert.revoked", T0, b"n2", digest=wire
+    )
+    assert (refused.refusal, refused.status) == (None, "rejected")
+    message = await store.get_message(record.id)
+    assert message is not None
+    assert [(r.digest, r.reason) for r in message.receipts] == [(wire, "cert.revoked")]
+
+
+async def test_a_database_of_layout_1_keeps_its_receipts(tmp_path: Path) -> None:
+    """Layout 1 kept one receipt per recipient; opening it moves them to layout 2."""
+    path = tmp_path / "old.sqlite3"
+    record = outgoing()
+    receipt_id = uuid4()
+    envelope = b'{"header": {"id": "%s"}, "payload": {"outcome": "accepted"}, "signature": {}}'
+    envelope %= str(receipt_id).encode()
+    conn = sqlite3.connect(path)
+    conn.executescript(LAYOUT_1)
+    conn.execute(
+        'INSERT INTO messages (id, type, "case", recipients, created_at, status, envelope, '
+        "digest, updated_at) VALUES (?, 'asset-inquiry', 'C-1', '[\"RS-PPO\"]', ?, "
+        "'delivered', ?, ?, ?)",
+        (
+            str(record.id),
+            "2026-03-02T09:00:00Z",
+            record.envelope,
+            record.digest,
+            "2026-03-02T09:00:00Z",
+        ),
+    )
+    conn.execute(
+        "INSERT INTO receipts VALUES (?, 'RS-PPO', 'accepted', NULL, NULL, ?, ?)",
+        (str(record.id), "2026-03-02T09:00:01Z", envelope),
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    store = await Node.open(path)
+    try:
+        message = await store.get_message(record.id)
+        assert message is not None
+        (kept,) = message.receipts
+        assert (kept.id, kept.from_node, kept.digest, kept.envelope) == (
+            receipt_id,
+            "RS-PPO",
+            record.digest,
+            envelope,
+        )
+        again = await store.receipt_outcome(
+            record.id, "RS-PPO", "rejected", "x.y", T0, b"n", receipt_id=uuid4()
+        )
+        assert again.status == "delivered"
+    finally:
+        await store.close()
+
+
+LAYOUT_1 = """
+CREATE TABLE messages (
+    id TEXT PRIMARY KEY, type TEXT NOT NULL, "case" TEXT NOT NULL, in_reply_to TEXT,
+    recipients TEXT NOT NULL, created_at TEXT NOT NULL, respond_by TEXT, expires_at TEXT,
+    status TEXT NOT NULL, reason TEXT, failure TEXT, envelope BLOB NOT NULL,
+    digest TEXT NOT NULL, submitted_by TEXT, updated_at TEXT NOT NULL
+);
+CREATE TABLE receipts (
+    message_id TEXT NOT NULL REFERENCES messages(id), from_node TEXT NOT NULL,
+    outcome TEXT NOT NULL, reason TEXT, detail TEXT, received_at TEXT NOT NULL,
+    envelope BLOB NOT NULL, PRIMARY KEY (message_id, from_node)
+) WITHOUT ROWID;
+"""
 
 
 async def test_a_receipt_for_an_unknown_message_or_from_a_stranger_is_ignored(

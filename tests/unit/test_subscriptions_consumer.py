@@ -208,7 +208,7 @@ async def test_another_message_type_on_the_cases_exchange_is_refused(
     network: NetworkLayout, rs: Node
 ) -> None:
     envelope, key = signed_update(network, type_="asset-inquiry")  # validly signed, wrong place
-    await refused(rs, encode_envelope(envelope), key, "envelope.malformed")
+    await refused(rs, encode_envelope(envelope), key, "exchange.mismatch")
 
 
 async def test_an_id_reused_for_other_content_is_refused_as_a_replay(

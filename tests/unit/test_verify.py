@@ -138,6 +138,34 @@ def test_a_flipped_header_byte_breaks_the_signature(
     assert refused(envelope.replace(b'"AMBER"', b'"GREEN"'), policy).code == "signature.invalid"
 
 
+def test_a_refusal_names_the_signed_digest_only_once_the_signature_verified(
+    envelope: bytes,
+    signer: SignerFactory,
+    make_header: HeaderFactory,
+    policy: VerificationPolicy,
+    pki_dir: Path,
+) -> None:
+    """A copy with its signature value changed carries the genuine message's signed bytes:
+    naming their digest in a refusal would refuse the genuine message in its name."""
+    doc = orjson.loads(envelope)
+    value = bytearray(base64.urlsafe_b64decode(doc["signature"]["value"] + "=="))
+    value[0] ^= 1
+    doc["signature"]["value"] = base64.urlsafe_b64encode(bytes(value)).decode().rstrip("=")
+    assert "digest" not in refused(encode_envelope(doc), policy).extra
+    unknown = VerificationPolicy(trust=TrustStore.from_files(pki_dir / "ca.pem"))
+    assert "digest" not in refused(envelope, unknown).extra  # before the signature, too
+    now = utc_now()
+    expired = make_header(
+        created_at=now - timedelta(minutes=2), expires_at=now - timedelta(seconds=1)
+    )
+    data = sign(signer("AL-ARO"), expired, {"q": 1})
+    late = refused(data, policy, now=now)
+    assert late.code == "message.expired"
+    assert (
+        late.extra["digest"] == verify_envelope(data, policy, now=now - timedelta(seconds=2)).digest
+    )
+
+
 def test_a_non_canonical_spelling_of_the_signature_is_refused(
     envelope: bytes, policy: VerificationPolicy
 ) -> None:
