@@ -3,6 +3,8 @@
 The signature, certificate chain and sender are checked as at the moment the envelope was
 signed (its `created_at`), so freshness cannot fail afterwards and no replay state is
 needed; then the digest recorded beside it, and its payload against the shared schema.
+With the network's CRL, an envelope whose signer's certificate was revoked before the node
+logged it is flagged: the entry's time is the node's, the `created_at` the signer's.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from exchange.audit.entries import AuditEntry
+from exchange.audit.revocations import Revocations
 from exchange.crypto.verify import TrustStore, VerificationPolicy, verify_envelope
 from exchange.errors import ExchangeError
 from exchange.model.common import MessageType
@@ -24,15 +27,27 @@ SchemaCheck = Callable[[str, str, Mapping[str, Any]], object]
 class EnvelopeChecker:
     """Checks the envelopes kept in audit entries against the network's trust store."""
 
-    def __init__(self, trust: TrustStore, schema_check: SchemaCheck = validate_payload) -> None:
+    def __init__(
+        self,
+        trust: TrustStore,
+        schema_check: SchemaCheck = validate_payload,
+        revocations: Revocations | None = None,
+    ) -> None:
         # No replay guard: an archive holds each message as often as it was logged.
+        self._trust = trust
         self._policy = VerificationPolicy(trust, replay=None)
         self._schema_check = schema_check
+        self._revocations = revocations
 
     @classmethod
-    def from_files(cls, ca_path: Path, cert_paths: Sequence[Path]) -> EnvelopeChecker:
-        """The network CA and the node certificates whose signatures the log may hold."""
-        return cls(TrustStore.from_files(ca_path, None, cert_paths))
+    def from_files(
+        cls, ca_path: Path, cert_paths: Sequence[Path], crl_path: Path | None = None
+    ) -> EnvelopeChecker:
+        """The network CA, the node certificates whose signatures the log may hold, and the
+        network's CRL if given."""
+        trust = TrustStore.from_files(ca_path, None, cert_paths)
+        revocations = Revocations.from_file(crl_path, trust.ca) if crl_path is not None else None
+        return cls(trust, revocations=revocations)
 
     def check(self, entry: AuditEntry) -> str | None:
         """Why the entry's envelope does not verify again, or None when it does."""
@@ -43,6 +58,9 @@ class EnvelopeChecker:
             return f"its envelope does not verify again: {err.code}: {err.detail}"
         header = verified.envelope.header
         payload = verified.envelope.payload
+        revoked = self._revoked(verified.envelope.signature.kid, entry)
+        if revoked is not None:
+            return revoked
         if entry.message_id is None or entry.message_id == str(header.id):
             if entry.digest is not None and entry.digest != verified.digest:
                 return "the digest it records is not its envelope's"
@@ -60,6 +78,18 @@ class EnvelopeChecker:
             fields = "; ".join(f"{e.path}: {e.message}" for e in err.errors[:3])
             return f"its payload does not match {header.schema_}: {err.code} {fields}"
         return None
+
+    def _revoked(self, kid: str, entry: AuditEntry) -> str | None:
+        trusted = self._trust.get(kid)
+        if self._revocations is None or trusted is None:
+            return None
+        since = self._revocations.revoked_before(trusted.serial, entry.time)
+        if since is None:
+            return None
+        return (
+            f"its envelope does not verify again: cert.revoked: certificate {trusted.serial:x} "
+            f"of {trusted.node_id} was revoked at {since:%Y-%m-%dT%H:%M:%SZ}, before this entry"
+        )
 
 
 def signed_at(entry: AuditEntry) -> datetime:

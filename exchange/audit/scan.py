@@ -16,8 +16,8 @@ from exchange.audit.envelopes import EnvelopeChecker
 from exchange.audit.merkle import leaf_hash
 from exchange.audit.store import AuditStore
 
-Trust = tuple[Path, tuple[Path, ...]]
-"""The network CA and node certificate paths that envelopes are verified with."""
+Trust = tuple[Path, tuple[Path, ...], Path | None]
+"""The network CA, node certificate and CRL paths that envelopes are verified with."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from exchange.audit.checkpoints import Checkpoint, check_checkpoint, verify_checkpoint
 from exchange.audit.merkle import CompactRange, verify_consistency
 from exchange.audit.proofs import StoredTree
-from exchange.audit.scan import ChunkResult, ChunkScanner, Finding, init_worker, scan_chunk
+from exchange.audit.scan import (
+    ChunkResult,
+    ChunkScanner,
+    Finding,
+    Trust,
+    init_worker,
+    scan_chunk,
+)
 from exchange.audit.store import CACHE_LEVEL, AuditStore
 from exchange.crypto.pki import kid_of, load_certificate, node_id_of
 from exchange.crypto.verify import TrustStore
@@ -114,6 +121,7 @@ def verify_log(
     checkpoints: Iterable[tuple[Checkpoint, str]] = (),
     cert_paths: Sequence[Path] = (),
     ca_path: Path | None = None,
+    crl_path: Path | None = None,
     jobs: int | None = None,
     chunk_size: int = CHUNK_SIZE,
     progress: Progress | None = None,
@@ -122,12 +130,15 @@ def verify_log(
 
     Checkpoint signatures are checked with the certificates in `cert_paths`, or with the
     ones kept in the log (chained to `ca_path` when given). With `ca_path`, every kept
-    envelope is verified again (signature, certificate, schema) using `cert_paths`.
+    envelope is verified again (signature, certificate, schema) using `cert_paths`, and
+    with `crl_path` (the network's CRL) flagged if its signer's certificate was revoked
+    before the entry was logged.
     """
     path = Path(db)
     store = AuditStore.open(path, readonly=True)
     try:
-        return _Verification(store, path, cert_paths, ca_path, jobs, chunk_size, progress).run(
+        trust = (ca_path, tuple(cert_paths), crl_path) if ca_path is not None else None
+        return _Verification(store, path, cert_paths, trust, jobs, chunk_size, progress).run(
             checkpoints
         )
     finally:
@@ -140,7 +151,7 @@ class _Verification:
         store: AuditStore,
         path: Path,
         cert_paths: Sequence[Path],
-        ca_path: Path | None,
+        trust: Trust | None,
         jobs: int | None,
         chunk_size: int,
         progress: Progress | None,
@@ -148,7 +159,8 @@ class _Verification:
         self.store = store
         self.path = path
         self.cert_paths = tuple(cert_paths)
-        self.ca_path = ca_path
+        self.trust = trust
+        self.ca_path = trust[0] if trust is not None else None
         self.jobs = max(1, jobs or os.cpu_count() or 1)
         self.chunk_size = chunk_size
         self.progress = progress
@@ -205,7 +217,7 @@ class _Verification:
 
     def _stream(self, total: int) -> None:
         ranges = [(a, min(a + self.chunk_size, total)) for a in range(0, total, self.chunk_size)]
-        trust = (self.ca_path, self.cert_paths) if self.ca_path is not None else None
+        trust = self.trust
         if self.jobs == 1 or len(ranges) < 2:
             inline = ChunkScanner.open(self.path, self.state.node, trust)
             try:

@@ -15,7 +15,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -25,8 +25,9 @@ from exchange.audit.checkpoints import Checkpoint, read_checkpoints_jsonl, write
 from exchange.audit.envelopes import EnvelopeChecker
 from exchange.audit.replay import TABLE_COLUMNS, TimelineFilter, timeline
 from exchange.audit.report import STATUSES, deadline_report, summary_by_node
+from exchange.audit.revocations import Revocations
 from exchange.audit.store import AuditStore
-from exchange.audit.stream import StreamRow, replay_stream
+from exchange.audit.stream import DEFAULT_MAX_SKEW, StreamReplay, StreamRow
 from exchange.audit.verifier import verify_log
 from exchange.crypto.pki import CA_CERT_FILE, CRL_FILE
 from exchange.crypto.verify import TrustStore
@@ -74,6 +75,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     replay.add_argument("--node", help="only entries with this node as sender or recipient")
     replay.add_argument("--type", dest="kind", help="an event (received) or message type")
     replay.add_argument("--format", choices=("table", "json"), default="table")
+    replay.add_argument(
+        "--offset",
+        type=_stream_offset,
+        default="first",
+        help="--stream: where to start: first (default), last, next, or an offset",
+    )
+    replay.add_argument(
+        "--max-skew",
+        type=float,
+        default=DEFAULT_MAX_SKEW.total_seconds(),
+        metavar="SECONDS",
+        help="--stream: how far a record's signed time may lie from when the broker wrote it",
+    )
     _trust(replay)
     replay.set_defaults(func=_replay)
 
@@ -117,6 +131,21 @@ def _trust(parser: argparse.ArgumentParser) -> None:
         help="node certificates (files, or network directories of *.pem)",
     )
     parser.add_argument("--ca", type=Path, help="the network CA: verify every kept envelope again")
+    parser.add_argument(
+        "--crl",
+        type=Path,
+        metavar="FILE",
+        help="the network's CRL (needs --ca): flag what a revoked certificate signed and a "
+        "node logged, or the broker recorded, after its revocation",
+    )
+
+
+def _stream_offset(text: str) -> str | int:
+    if text in ("first", "last", "next"):
+        return text
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"not first, last, next or an offset: {text!r}")
 
 
 def _utc_time(text: str) -> datetime:
@@ -150,9 +179,18 @@ def _cert_files(paths: Iterable[Path]) -> list[Path]:
 
 
 def _checker(args: argparse.Namespace) -> EnvelopeChecker | None:
+    crl = _crl(args)
     if args.ca is None:
         return None
-    return EnvelopeChecker.from_files(args.ca, _cert_files(args.cert))
+    return EnvelopeChecker.from_files(args.ca, _cert_files(args.cert), crl)
+
+
+def _crl(args: argparse.Namespace) -> Path | None:
+    """The --crl file, which means nothing without the --ca that signed it."""
+    if args.crl is not None and args.ca is None:
+        raise ExchangeError("--crl needs --ca (the CA that signed it)", code="usage")
+    crl: Path | None = args.crl
+    return crl
 
 
 # -- verify --------------------------------------------------------------------------------
@@ -200,6 +238,7 @@ def _verify(args: argparse.Namespace) -> int:
         checkpoints=extra,
         cert_paths=_cert_files(args.cert),
         ca_path=args.ca,
+        crl_path=_crl(args),
         jobs=args.jobs,
         progress=bar,
     )
@@ -271,6 +310,10 @@ def _replay_stream(args: argparse.Namespace) -> int:
     if args.ca is None:
         raise ExchangeError("--stream needs --ca (and --cert for the nodes)", code="usage")
     trust = TrustStore.from_files(args.ca, None, _cert_files(args.cert))
+    crl = _crl(args)
+    revocations = Revocations.from_file(crl, trust.ca) if crl is not None else None
+    if args.max_skew < 0:
+        raise ExchangeError("--max-skew must not be negative", code="usage")
 
     def selected(row: StreamRow) -> bool:
         if args.case and row.case != args.case:
@@ -281,7 +324,15 @@ def _replay_stream(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         failed = shown = 0
-        async for row in replay_stream(args.stream, trust, prefix=args.prefix):
+        replay = StreamReplay(
+            args.stream,
+            trust,
+            prefix=args.prefix,
+            offset=args.offset,
+            revocations=revocations,
+            max_skew=timedelta(seconds=args.max_skew),
+        )
+        async for row in replay:
             if not selected(row):
                 continue
             shown += 1
@@ -290,7 +341,11 @@ def _replay_stream(args: argparse.Namespace) -> int:
                 sys.stdout.write(orjson.dumps(row.as_dict()).decode() + "\n")
             else:
                 print(" ".join(row.cells()))
-        print(f"{shown} records, {failed} do not verify", file=sys.stderr)
+        print(
+            f"{shown} records, {failed} do not verify; {replay.duplicates} duplicate copies "
+            "folded into the first",
+            file=sys.stderr,
+        )
         return EXIT_FAILED if failed else EXIT_OK
 
     return asyncio.run(run())

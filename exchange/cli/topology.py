@@ -23,7 +23,7 @@ from exchange.transport.provision import (
     import_with_rabbitmqctl,
 )
 from exchange.transport.tls import https_client_context
-from exchange.transport.topology import Topology
+from exchange.transport.topology import QueueBounds, Topology
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -88,6 +88,22 @@ def _network_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stream-max-bytes", type=int, default=Topology().stream_max_bytes, help="stream size cap"
     )
+    default = Topology()
+    for queues, bounds in (("inbox", default.inbox_bounds), ("dead", default.dead_bounds)):
+        what = "each inbox and subscription queue" if queues == "inbox" else "each dead queue"
+        parser.add_argument(
+            f"--{queues}-max-length",
+            type=int,
+            default=bounds.max_length,
+            help=f"messages {what} holds before the broker refuses more ({bounds.max_length})",
+        )
+        parser.add_argument(
+            f"--{queues}-max-bytes",
+            type=int,
+            default=bounds.max_bytes,
+            help=f"bytes of bodies {what} holds before the broker refuses more "
+            f"({bounds.max_bytes})",
+        )
 
 
 class _Network:
@@ -98,10 +114,12 @@ class _Network:
         networks: dict[str, list[str]] = {}
         vhost = args.vhost
         name = None
+        self.node_bounds: dict[str, QueueBounds] = {}
         if args.network is not None:
             name, members, prosecutor_networks = read_network(args.network)
             networks[name] = members
             networks.update(prosecutor_networks)
+            self.node_bounds = read_node_bounds(args.network)
             nodes += [n for n in members if n not in nodes]
             vhost = vhost or name
         if not nodes:
@@ -115,6 +133,8 @@ class _Network:
                 delivery_limit=args.delivery_limit,
                 stream_max_age=args.stream_max_age,
                 stream_max_bytes=args.stream_max_bytes,
+                inbox_bounds=QueueBounds(args.inbox_max_length, args.inbox_max_bytes),
+                dead_bounds=QueueBounds(args.dead_max_length, args.dead_max_bytes),
             )
         except ValueError as err:
             raise ExchangeError(str(err), code="usage") from err
@@ -125,7 +145,11 @@ class _Network:
     def definitions(self, auditors: list[str]) -> dict[str, Any]:
         try:
             return self.topology.render_definitions(
-                self.vhost, self.nodes, self.networks, auditors=auditors
+                self.vhost,
+                self.nodes,
+                self.networks,
+                auditors=auditors,
+                node_bounds=self.node_bounds,
             )
         except ValueError as err:
             raise ExchangeError(str(err), code="usage") from err
@@ -213,6 +237,27 @@ def read_network(path: Path) -> tuple[str, list[str], dict[str, list[str]]]:
     if strangers:
         raise ConfigError(f"{path}: network members {', '.join(strangers)} are not nodes")
     return name, nodes, {str(k): [str(m) for m in v] for k, v in extra.items()}
+
+
+def read_node_bounds(path: Path) -> dict[str, QueueBounds]:
+    """Per-node queue bounds from network.json: a node's `inbox_max_length` and
+    `inbox_max_bytes` (both, or neither) replace the network's for its inbox and
+    subscription queues."""
+    doc: Any = json.loads(path.read_text(encoding="utf-8"))  # read_network checked it
+    bounds: dict[str, QueueBounds] = {}
+    for node, settings in doc["nodes"].items():
+        if not isinstance(settings, Mapping):
+            continue
+        length, size = settings.get("inbox_max_length"), settings.get("inbox_max_bytes")
+        if length is None and size is None:
+            continue
+        if not isinstance(length, int) or not isinstance(size, int) or length < 1 or size < 1:
+            raise ConfigError(
+                f"{path}: node {node} needs both inbox_max_length and inbox_max_bytes, "
+                "positive integers"
+            )
+        bounds[str(node)] = QueueBounds(length, size)
+    return bounds
 
 
 def _read_secret(path: Path) -> str:

@@ -28,7 +28,7 @@ from uuid import UUID, uuid4
 import aiohttp
 from aiohttp import web
 
-from exchange.audit.stream import replay_stream
+from exchange.audit.stream import StreamReplay
 from exchange.cli.subscribe import format_update
 from exchange.client import GatewayClient, ProblemError
 from exchange.config import DEFAULT_AMQP_URL
@@ -426,7 +426,7 @@ async def replay_audit_stream(
     bus = next(iter(network.apps.values()))[keys.BUS]
     assert bus is not None
     trust = _trust_store(network.layout)
-    rows = [row async for row in replay_stream("", trust, bus=bus, idle_timeout=1.0)]
+    rows = [row async for row in StreamReplay("", trust, bus=bus, idle_timeout=1.0)]
     envelopes = [r for r in rows if r.kind == "envelope"]
     checkpoints = [r for r in rows if r.kind == "checkpoint"]
     bad = [r for r in rows if not r.ok]

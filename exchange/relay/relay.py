@@ -117,12 +117,16 @@ class Relay:
     async def publish_checkpoint(self, checkpoint: Checkpoint) -> bool:
         """Publish a signed tree head to the network's audit stream, so that this node
         cannot later rewrite its history unnoticed. False when the broker did not confirm
-        (the checkpoint stays in the local log; the next one covers it)."""
+        (the checkpoint stays in the local log; the next one covers it).
+
+        It goes through the messages exchange as `checkpoint.<node>`, a key the node's
+        topic permission allows only with its own id; the broker copies it into the stream
+        (no node may publish to the audit exchange itself)."""
         try:
             await self._bus.publish(
                 Outgoing(
-                    exchange="audit",
-                    routing_key=f"checkpoint.{self.node_id}",
+                    exchange="messages",
+                    routing_key=self._bus.topology.checkpoint_routing_key(self.node_id),
                     body=checkpoint.to_json(),
                     message_id=f"checkpoint-{self.node_id}-{checkpoint.size}-{uuid4().hex[:8]}",
                     headers={"x-xb-kind": "checkpoint", "x-xb-sender": self.node_id},

@@ -1,5 +1,5 @@
 """The RabbitMQ bus: a robust aio-pika connection, confirmed mandatory persistent publishes,
-verdict-driven consumers (`amqp_consumer`), and reads of the audit stream.
+verdict-driven consumers (`amqp_consumer`), and reads of the audit stream (`amqp_stream`).
 
 With several broker URLs (the nodes of one cluster), the connection tries them in turn: the
 first one that answers at start-up, then, after a loss, the next one at each attempt, so a
@@ -17,6 +17,7 @@ import contextlib
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, TypeVar, cast
 
 import aiormq
@@ -26,12 +27,8 @@ from pamqp.commands import Basic
 from yarl import URL
 
 from exchange.log import get_logger
-from exchange.transport.amqp_consumer import (
-    CONNECTION_ERRORS,
-    AmqpConsumer,
-    delivery_of,
-    read_stream,
-)
+from exchange.transport.amqp_consumer import CONNECTION_ERRORS, AmqpConsumer, delivery_of
+from exchange.transport.amqp_stream import read_stream, stream_offset_at
 from exchange.transport.bus import (
     BusError,
     ConsumeError,
@@ -495,3 +492,8 @@ class AmqpBus:
         self, *, offset: str | int = "first", idle_timeout: float = 1.0
     ) -> AsyncIterator[Delivery]:
         return read_stream(self, offset=offset, idle_timeout=idle_timeout)
+
+    async def audit_stream_offset_at(
+        self, when: datetime, *, idle_timeout: float = 1.0
+    ) -> int | None:
+        return await stream_offset_at(self, when, idle_timeout=idle_timeout)

@@ -1,5 +1,5 @@
 """Consuming from the RabbitMQ bus: a verdict-driven consumer on a long-lived robust channel
-of its own, and reads of the audit stream.
+of its own (the audit stream is read in `amqp_stream`).
 
 Each delivery is handled in a task of its own (aiormq starts them in delivery order) and
 settled, by the handler's verdict, on the channel it came on; a handler that raises has its
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import aiormq
@@ -24,7 +23,6 @@ from exchange.transport.bus import (
     DELIVERY_COUNT_HEADER,
     REQUEUE,
     BusError,
-    ConsumeError,
     Delivery,
     Handler,
 )
@@ -35,7 +33,6 @@ if TYPE_CHECKING:
 
 _log = get_logger(__name__)
 
-STREAM_PREFETCH = 500
 CONNECTION_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError, OSError)
 """What a lost connection or channel raises."""
 
@@ -124,38 +121,3 @@ class AmqpConsumer:
             await asyncio.wait(pending, timeout=self.bus.confirm_timeout)
         with contextlib.suppress(*CONNECTION_ERRORS):
             await self.channel.close()
-
-
-async def read_stream(
-    bus: AmqpBus, *, offset: str | int = "first", idle_timeout: float = 1.0
-) -> AsyncIterator[Delivery]:
-    """The audit stream from `offset`, acked as read, until `idle_timeout` passes quietly."""
-    received: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
-
-    async def on_delivery(message: DeliveredMessage) -> None:
-        received.put_nowait(message)
-
-    if not bus.connected:
-        raise ConsumeError("cannot read the audit stream: not connected to the broker")
-    async with bus._raw_channel() as ch:
-        try:
-            await ch.basic_qos(prefetch_count=STREAM_PREFETCH)
-            await ch.basic_consume(
-                bus.topology.audit_stream_queue,
-                on_delivery,
-                arguments={"x-stream-offset": offset},
-            )
-        except aiormq.exceptions.AMQPError as err:
-            raise ConsumeError(f"cannot read the audit stream: {err}") from err
-        while True:
-            try:
-                message = await asyncio.wait_for(received.get(), idle_timeout)
-            except TimeoutError:
-                if ch.is_closed:
-                    raise BusError("the audit stream read was interrupted") from None
-                return
-            delivery = bus.delivery(message)
-            tag = message.delivery_tag
-            if tag is not None:
-                await ch.basic_ack(tag)
-            yield delivery

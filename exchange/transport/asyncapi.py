@@ -276,8 +276,10 @@ class _Builder:
             "address": stream.name,
             "title": "The network's audit stream",
             "description": f"The broker copies every envelope of {t.messages.name} and "
-            f"{t.cases.name} through the fanout exchange {t.audit.name} into this stream; "
-            "auditors read it from any offset.",
+            f"{t.cases.name}, and each node's signed checkpoints (routing key "
+            f"checkpoint.{{node}} on {t.messages.name}), through the fanout exchange "
+            f"{t.audit.name} into this stream; no node may publish to {t.audit.name} itself. "
+            "Auditors read it from any offset.",
             "messages": self._refs(list(MessageType)),
             "bindings": {"amqp": self._queue_binding(stream)},
         }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -47,7 +48,8 @@ def dead_letter(reason: str) -> Verdict:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """A message to publish. `exchange` is logical: "messages", "cases" or "audit"."""
+    """A message to publish. `exchange` is logical: "messages" or "cases" (or "dead").
+    Nothing may publish to "audit": only the broker's bindings copy into it."""
 
     exchange: str
     routing_key: str
@@ -152,6 +154,14 @@ class Bus(Protocol):
         self, *, offset: str | int = "first", idle_timeout: float = 1.0
     ) -> AsyncIterator[Delivery]:
         """The audit stream from `offset`, ending after `idle_timeout` seconds without news."""
+        ...
+
+    async def audit_stream_offset_at(
+        self, when: datetime, *, idle_timeout: float = 1.0
+    ) -> int | None:
+        """The offset of the first audit stream record the broker wrote at or after `when`
+        (to the second), or None when it wrote none since: the broker's own clock for the
+        stream (see `exchange.transport.amqp_stream`)."""
         ...
 
 

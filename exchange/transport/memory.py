@@ -2,12 +2,14 @@
 topology, for the demo and for tests without a broker.
 
 `MemoryBroker` holds exchanges, bindings and queues; each `MemoryBus` is one connection to
-it (several nodes in one process share a broker). It refuses what RabbitMQ refuses.
+it (several nodes in one process share a broker). It refuses what RabbitMQ refuses with the
+rendered definitions: a publish to the audit exchange, and one to a queue at its bounds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -39,6 +41,7 @@ from exchange.transport.topology import (
     ExchangeKind,
     ExchangeSpec,
     InvalidName,
+    QueueBounds,
     QueueKind,
     QueueSpec,
     Topology,
@@ -77,6 +80,16 @@ class _WorkQueue:
         self.consumers: list[_Consumer] = []
         self.stuck: list[_Message] = []  # poison messages waiting for a routable dead-letter target
         self._next = 0
+
+    def full(self, bounds: QueueBounds | None) -> bool:
+        """Past its bounds, `reject-publish` refuses what comes next. A RabbitMQ 3.10 quorum
+        queue counts ready messages only, and refuses once it holds more than the bound
+        (so it takes one past it)."""
+        if bounds is None:
+            return False
+        if len(self.ready) > bounds.max_length:
+            return True
+        return sum(len(m.body) for m in self.ready) > bounds.max_bytes
 
     def dispatch(self) -> None:
         while self.ready:
@@ -169,14 +182,20 @@ class MemoryBroker:
         destinations = self.route(exchange, message.routing_key)
         if not destinations:
             raise PublishError(f"unroutable: {exchange} {message.routing_key} (NO_ROUTE)")
+        refused = []
         for name in destinations:
             copy = message.copy()
             if name in self.streams:
                 self.streams[name].append(copy)
-            else:
-                queue = self.queues[name]
-                queue.ready.append(copy)
-                queue.dispatch()
+                continue
+            queue = self.queues[name]
+            if queue.full(self.topology.bounds_of(name)):
+                refused.append(name)  # the other destinations keep their copy, as in RabbitMQ
+                continue
+            queue.ready.append(copy)
+            queue.dispatch()
+        if refused:
+            raise PublishError(f"refused by the broker (nack): {', '.join(refused)} full")
 
     def requeue(self, queue: _WorkQueue, message: _Message) -> None:
         """Return a message to the front of its queue, or dead-letter it past the limit."""
@@ -344,6 +363,11 @@ class MemoryBus:
             exchange = self.topology.exchange_name(msg.exchange)
         except KeyError as err:
             raise PublishError(str(err)) from None
+        if exchange == self.topology.audit.name:
+            raise PublishError(
+                f"ACCESS_REFUSED - write access to exchange '{exchange}' refused: only the "
+                "broker's bindings copy into the audit exchange"
+            )
         await self._publish(
             exchange,
             _Message(msg.body, exchange, msg.routing_key, msg.message_id, dict(msg.headers)),
@@ -411,14 +435,26 @@ class MemoryBus:
         self._consumers.clear()
         self._connected = False
 
-    async def read_audit_stream(
-        self, *, offset: str | int = "first", idle_timeout: float = 1.0
-    ) -> AsyncIterator[Delivery]:
+    def _audit_stream(self) -> _Stream:
         if not self._connected:
             raise ConsumeError("not connected")
         stream = self.broker.streams.get(self.topology.audit_stream_queue)
         if stream is None:
             raise ConsumeError(f"NOT_FOUND - no queue '{self.topology.audit_stream_queue}'")
+        return stream
+
+    async def audit_stream_offset_at(
+        self, when: datetime, *, idle_timeout: float = 1.0
+    ) -> int | None:
+        stream = self._audit_stream()
+        since = float(int(when.timestamp()))  # RabbitMQ takes the time to the second
+        found = bisect.bisect_left(stream.entries, since, key=lambda m: m.published_at)
+        return found if found < len(stream.entries) else None
+
+    async def read_audit_stream(
+        self, *, offset: str | int = "first", idle_timeout: float = 1.0
+    ) -> AsyncIterator[Delivery]:
+        stream = self._audit_stream()
         position = _start(stream, offset)
         while True:
             if position < len(stream.entries):

@@ -1,15 +1,13 @@
 """The network's RabbitMQ topology: every exchange, queue, binding and permission, in one place.
 
 Both buses declare from these frozen value objects, and `Topology.render_definitions` turns
-the same objects into a RabbitMQ definitions document (users, permissions, topic permissions).
+the same objects into a RabbitMQ definitions document (users, permissions, topic permissions,
+the policy that bounds each node's queues).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -24,12 +22,14 @@ Arguments = tuple[tuple[str, ArgValue], ...]
 MAX_ROUTING_KEY_BYTES = 255
 POISON_REASON = "delivery-limit"
 """Routing-key word of a message the broker dead-lettered after too many deliveries."""
+CHECKPOINT_WORD = "checkpoint"
+"""First word of a checkpoint's routing key on the messages exchange: `checkpoint.<node>`
+(node ids are upper case, so no inbox binding `<node>.#` ever matches it)."""
 
 LOGICAL_EXCHANGES = ("messages", "cases", "audit", "dead")
 
 _WORD = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _REASON = re.compile(r"^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,4}$")
-_NEVER = "(?!)"  # a regex that matches nothing: topic permissions are opt-in, so deny explicitly
 
 
 CASE_UPDATE_TYPE = "case-update"
@@ -136,6 +136,27 @@ class BindingSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueBounds:
+    """The most one queue holds: messages and bytes of message bodies. Past either bound the
+    broker refuses new publishes to it (`reject-publish`: the publisher gets a nack), so a
+    flood fills one node's queue, never the broker's disk."""
+
+    max_length: int
+    max_bytes: int
+
+    def __post_init__(self) -> None:
+        if self.max_length < 1 or self.max_bytes < 1:
+            raise ValueError("queue bounds must be at least 1 message and 1 byte")
+
+
+INBOX_BOUNDS = QueueBounds(max_length=50_000, max_bytes=1024**3)
+"""Default for each inbox and subscription queue: days of ordinary traffic, and at most
+1 GiB (a message is at most ~1.1 MiB)."""
+DEAD_BOUNDS = QueueBounds(max_length=10_000, max_bytes=256 * 1024**2)
+"""Default for each dead-letter queue: an operator reads it; it is no archive."""
+
+
+@dataclass(frozen=True, slots=True)
 class Declarations:
     """What to declare, in dependency order: exchanges, then queues, then bindings."""
 
@@ -163,6 +184,10 @@ class Topology:
     delivery_limit: int = 5
     stream_max_age: str = "7D"
     stream_max_bytes: int = 20 * 1024**3
+    inbox_bounds: QueueBounds = INBOX_BOUNDS
+    """Of each node's inbox and subscription queue (a policy, see `definitions`)."""
+    dead_bounds: QueueBounds = DEAD_BOUNDS
+    """Of each node's dead-letter queue."""
 
     def __post_init__(self) -> None:
         routing_word(self.prefix, "prefix")
@@ -184,7 +209,8 @@ class Topology:
 
     @property
     def audit(self) -> ExchangeSpec:
-        """Fanout into the audit stream."""
+        """Fanout into the audit stream. Only the broker's own bindings write to it: no node
+        may publish there (a fanout exchange has no routing key to confine a node by)."""
         return ExchangeSpec(f"{self.prefix}.audit", ExchangeKind.FANOUT)
 
     @property
@@ -230,6 +256,12 @@ class Topology:
         if len(parts) == 3 and parts[0] == self.prefix and parts[1] in ("inbox", "dead", "sub"):
             return parts[2]
         return None
+
+    def bounds_of(self, queue: str) -> QueueBounds | None:
+        """The bounds of a node's queue; None for the audit stream and other queues."""
+        if self.node_of_queue(queue) is None:
+            return None
+        return self.dead_bounds if queue.split(".")[1] == "dead" else self.inbox_bounds
 
     def _work_queue(self, name: str, node: str) -> QueueSpec:
         # Poison messages go to the node's own dead queue, whatever their routing key was;
@@ -287,6 +319,11 @@ class Topology:
             )
         )
 
+    def checkpoint_routing_key(self, node: str) -> str:
+        """`checkpoint.<node>` on the messages exchange: a node's signed tree head, copied by
+        the broker into the audit stream (the node's topic permission names itself)."""
+        return f"{CHECKPOINT_WORD}.{routing_word(node, 'node id')}"
+
     def dead_letter_routing_key(self, node: str, reason: str) -> str:
         """`<node>.<reason>`; a reason is an error code such as `signature.invalid`."""
         if not _REASON.fullmatch(reason):
@@ -309,10 +346,13 @@ class Topology:
         )
 
     def audit_bindings(self) -> tuple[BindingSpec, ...]:
-        """The stream behind the audit fanout, and every case update copied into it."""
+        """The stream behind the audit fanout, and every case update and checkpoint copied
+        into it."""
+        checkpoints = f"{CHECKPOINT_WORD}.*"
         return (
             BindingSpec(self.audit.name, self.audit_stream_queue, ""),
             BindingSpec(self.cases.name, self.audit.name, "#", DestinationKind.EXCHANGE),
+            BindingSpec(self.messages.name, self.audit.name, checkpoints, DestinationKind.EXCHANGE),
         )
 
     def subscription_bindings(
@@ -358,107 +398,18 @@ class Topology:
         *,
         passwords: Mapping[str, str] | None = None,
         auditors: Sequence[str] = (),
+        node_bounds: Mapping[str, QueueBounds] | None = None,
     ) -> dict[str, Any]:
-        """A RabbitMQ definitions document for one network's virtual host.
+        """A RabbitMQ definitions document for one network's virtual host (see
+        `exchange.transport.definitions`)."""
+        from exchange.transport.definitions import render_definitions
 
-        One user per node, named by the node id (= its certificate's CN, for x509 login);
-        `passwords` gives development users a password. Permissions confine each node to
-        its own queues; topic permissions let it publish only as itself and bind only what
-        is addressed to it or to the networks it belongs to. `auditors` may read the audit
-        stream and nothing else.
-        """
-        networks = dict(networks or {})
-        passwords = dict(passwords or {})
-        all_nodes = _unique([*nodes, *(n for members in networks.values() for n in members)])
-        for node in (*all_nodes, *auditors):
-            routing_word(node, "user name")
-        for network in networks:
-            routing_word(network, "network")
-        membership = {
-            node: sorted(net for net, members in networks.items() if node in members)
-            for node in all_nodes
-        }
-        decl = self.shared()
-        for node in all_nodes:
-            decl = decl + self.for_node(node)
-            if membership[node]:
-                decl = decl + self.for_subscriber(node, membership[node])
-        users = [_user(name, passwords.get(name)) for name in (*all_nodes, *auditors)]
-        permissions = [self._node_permission(vhost, node) for node in all_nodes]
-        permissions += [self._auditor_permission(vhost, name) for name in auditors]
-        topic_permissions = [
-            tp
-            for node in all_nodes
-            for tp in self._topic_permissions(vhost, node, membership[node])
-        ]
-        return {
-            "vhosts": [{"name": vhost}],
-            "users": users,
-            "permissions": permissions,
-            "topic_permissions": topic_permissions,
-            "exchanges": [e.as_definition(vhost) for e in decl.exchanges],
-            "queues": [q.as_definition(vhost) for q in decl.queues],
-            "bindings": [b.as_definition(vhost) for b in decl.bindings],
-            # Queue arguments carry delivery limit, dead-lettering and retention; a policy
-            # would be a second source of truth that the arguments silently override.
-            "policies": [],
-            "parameters": [],
-            "global_parameters": [],
-        }
-
-    def _node_permission(self, vhost: str, node: str) -> dict[str, str]:
-        # prefix, node ids and network names are routing words: no regex metacharacters
-        p, n = self.prefix, node
-        own = rf"{p}\.(inbox|dead|sub)\.{n}"
-        return {
-            "user": node,
-            "vhost": vhost,
-            "configure": rf"^{own}$",
-            "write": rf"^({p}\.(messages|cases|audit|dead)|{own})$",
-            "read": rf"^({p}\.(messages|cases|dead)|{own})$",
-        }
-
-    def _auditor_permission(self, vhost: str, name: str) -> dict[str, str]:
-        return {
-            "user": name,
-            "vhost": vhost,
-            "configure": "^$",
-            "write": "^$",
-            "read": rf"^{self.prefix}\.audit\.stream$",
-        }
-
-    def _topic_permissions(
-        self, vhost: str, node: str, member_of: Sequence[str]
-    ) -> list[dict[str, str]]:
-        nets = "|".join(member_of)
-        network_keys = rf"^({nets})\." if member_of else _NEVER
-
-        def entry(exchange: str, write: str, read: str) -> dict[str, str]:
-            return {
-                "user": node,
-                "vhost": vhost,
-                "exchange": exchange,
-                "write": write,
-                "read": read,
-            }
-
-        return [
-            # publish only with itself as sender; bind only keys addressed to itself
-            entry(self.messages.name, r"^[^.]+\.[^.]+\.{username}$", r"^{username}\."),
-            entry(self.cases.name, network_keys, network_keys),
-            entry(self.dead.name, r"^{username}\.", r"^{username}\."),
-        ]
-
-
-def _user(name: str, password: str | None) -> dict[str, Any]:
-    user: dict[str, Any] = {"name": name, "tags": ""}
-    if password is not None:
-        user["password_hash"] = rabbit_password_hash(password)
-        user["hashing_algorithm"] = "rabbit_password_hashing_sha256"
-    return user
-
-
-def rabbit_password_hash(password: str, salt: bytes | None = None) -> str:
-    """RabbitMQ's salted SHA-256 password hash: base64(salt ‖ sha256(salt ‖ password))."""
-    salt = secrets.token_bytes(4) if salt is None else salt
-    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+        return render_definitions(
+            self,
+            vhost,
+            nodes,
+            networks,
+            passwords=passwords,
+            auditors=auditors,
+            node_bounds=node_bounds,
+        )

@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from polling import eventually
@@ -260,6 +261,20 @@ async def test_the_audit_stream_keeps_every_message_in_order(bus: Bus) -> None:
     tail = [d async for d in bus.read_audit_stream(offset=offsets[2], idle_timeout=0.5)]
     assert [d.message_id for d in tail] == [m.message_id for m in sent[2:]]
     assert [d async for d in bus.read_audit_stream(offset="next", idle_timeout=0.3)] == []
+
+
+async def test_the_stream_tells_where_a_reader_attaching_at_a_time_would_start(
+    bus: Bus,
+) -> None:
+    """The broker's own clock for the audit stream (to the second): what the replay holds
+    each record's signed time against."""
+    before = datetime.now(UTC) - timedelta(seconds=2)
+    for outgoing in [message(bus) for _ in range(3)]:
+        await bus.publish(outgoing)
+    offsets = [stream_offset(d) async for d in bus.read_audit_stream(idle_timeout=0.5)]
+    assert await bus.audit_stream_offset_at(before) == offsets[0]
+    later = datetime.now(UTC) + timedelta(seconds=5)
+    assert await bus.audit_stream_offset_at(later, idle_timeout=0.3) is None
 
 
 async def test_case_updates_reach_network_subscribers_and_the_audit_stream(bus: Bus) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from exchange.audit.checkpoints import (
     Checkpoint,
@@ -33,6 +34,7 @@ from exchange.audit.verifier import verify_log
 from exchange.cli import main
 from exchange.cli.audit import _ProgressBar
 from exchange.crypto.canonical import sha256_hex
+from exchange.crypto.pki import create_crl, load_certificate, load_private_key
 from exchange.crypto.signing import NodeSigner, signing_input
 from exchange.model.common import utc_now
 from exchange.model.envelope import Header
@@ -345,6 +347,40 @@ async def test_an_envelope_that_no_longer_verifies_is_named(
     ca = ["--ca", str(pki_dir / "ca.pem"), "--cert", str(pki_dir)]
     code, _, err = await asyncio.to_thread(verify, capsys, "--db", str(db), *ca)
     assert code == 1 and "entry 1: its envelope does not verify again: signature.invalid" in err
+
+
+def crl_revoking(pki_dir: Path, path: Path, node: str, at: datetime) -> Path:
+    """A CRL of the network CA revoking `node`'s certificate at `at`."""
+    serial = load_certificate(pki_dir / f"{node}.pem").serial_number
+    ca_key, ca = load_private_key(pki_dir / "ca.key"), load_certificate(pki_dir / "ca.pem")
+    path.write_bytes(create_crl(ca_key, ca, {serial: at}, number=2).public_bytes(Encoding.PEM))
+    return path
+
+
+def test_with_the_crl_envelopes_logged_after_their_signers_revocation_fail(
+    db: Path, pki_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ca = ["--ca", str(pki_dir / "ca.pem"), "--cert", str(pki_dir), "--jobs", "1"]
+    earlier = crl_revoking(pki_dir, tmp_path / "early.pem", PEER, utc_now() - timedelta(hours=1))
+    code, _, err = verify(capsys, "--db", str(db), *ca, "--crl", str(earlier))
+    assert code == 1
+    assert "its envelope does not verify again: cert.revoked" in err
+    assert f"of {PEER} was revoked at" in err and "before this entry" in err
+    # revoked after the node logged them: they were good when exchanged
+    later = crl_revoking(pki_dir, tmp_path / "late.pem", PEER, utc_now() + timedelta(hours=1))
+    code, out, err = verify(capsys, "--db", str(db), *ca, "--crl", str(later))
+    assert code == 0, err
+    assert f"{2 * ROUNDS} envelopes verified again" in out
+
+
+def test_a_crl_needs_the_ca_that_signed_it(
+    db: Path, pki_dir: Path, foreign_pki_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = verify(capsys, "--db", str(db), "--crl", str(pki_dir / "crl.pem"))
+    assert code == 2 and "--crl needs --ca" in err
+    ca = ["--ca", str(pki_dir / "ca.pem"), "--jobs", "1"]
+    code, _, err = verify(capsys, "--db", str(db), *ca, "--crl", str(foreign_pki_dir / "crl.pem"))
+    assert code == 2 and "not the network's" in err
 
 
 def test_the_progress_bar_redraws_one_line() -> None:

@@ -13,14 +13,15 @@ import pytest
 
 from exchange.cli import topology as topology_cli
 from exchange.errors import ExchangeError
+from exchange.transport.definitions import rabbit_password_hash
 from exchange.transport.memory import topic_matches
 from exchange.transport.topology import (
     DestinationKind,
     ExchangeKind,
     InvalidName,
+    QueueBounds,
     QueueKind,
     Topology,
-    rabbit_password_hash,
 )
 
 
@@ -155,7 +156,11 @@ def test_messages_are_audited_only_when_they_reach_an_inbox() -> None:
         for b in t.for_node("RS-PPO").bindings
         if b.destination_kind is DestinationKind.EXCHANGE and b.source == "xb.messages"
     ]
-    assert [(b.routing_key, b.destination) for b in audit_copies] == [("RS-PPO.#", "xb.audit")]
+    # a message is audited on its way to an inbox; a checkpoint has its own key
+    assert [(b.routing_key, b.destination) for b in audit_copies] == [
+        ("checkpoint.*", "xb.audit"),
+        ("RS-PPO.#", "xb.audit"),
+    ]
     assert ("#", "xb.audit") in [(b.routing_key, b.destination) for b in t.shared().bindings]
 
 
@@ -255,3 +260,99 @@ def test_cli_refuses_bad_input(tmp_path: Path) -> None:
         "usage",
         "config.invalid",
     }
+
+
+# -- the audit exchange, and bounded queues -------------------------------------------------
+
+
+def test_no_user_may_publish_to_the_audit_exchange() -> None:
+    defs = _rendered()
+    for permission in defs["permissions"]:
+        assert not re.fullmatch(permission["write"], "xb.audit"), permission["user"]
+    assert not any(tp["exchange"] == "xb.audit" for tp in defs["topic_permissions"])
+    # what reaches the stream is what the broker's own bindings copy there
+    into_audit = [b for b in defs["bindings"] if b["destination"] == "xb.audit"]
+    assert {b["source"] for b in into_audit} == {"xb.messages", "xb.cases"}
+
+
+def test_a_node_publishes_its_checkpoints_only_under_its_own_id() -> None:
+    tps = {(t["user"], t["exchange"]): t for t in _rendered()["topic_permissions"]}
+    write = tps[("AL-ARO", "xb.messages")]["write"].replace("{username}", "AL-ARO")
+    t = Topology()
+    own = t.checkpoint_routing_key("AL-ARO")
+    assert own == "checkpoint.AL-ARO"
+    assert re.search(write, own)
+    assert not re.search(write, t.checkpoint_routing_key("RS-PPO"))
+    assert not re.search(write, "checkpoint.AL-ARO.x")
+    # the broker copies checkpoints into the stream, and into no inbox
+    into_audit = [b for b in t.shared().bindings if b.destination == "xb.audit"]
+    assert any(topic_matches(b.routing_key, own) for b in into_audit if b.source == "xb.messages")
+    inboxes = [b for b in t.for_node("AL-ARO").bindings if b.destination.startswith("xb.inbox.")]
+    assert not any(topic_matches(b.routing_key, own) for b in inboxes)
+
+
+def test_every_nodes_queues_are_bounded_by_a_policy_that_refuses_more() -> None:
+    t = Topology(inbox_bounds=QueueBounds(100, 10_000), dead_bounds=QueueBounds(10, 1_000))
+    defs = t.render_definitions(
+        "see",
+        ["AL-ARO", "RS-PPO"],
+        {"see-arn": ["AL-ARO", "RS-PPO"]},
+        node_bounds={"RS-PPO": QueueBounds(500, 50_000)},
+    )
+    policies = {p["name"]: p for p in defs["policies"]}
+    assert set(policies) == {"xb-work-queues", "xb-dead-queues", "xb-work-queues-RS-PPO"}
+    for policy in policies.values():
+        assert policy["apply-to"] == "queues" and policy["vhost"] == "see"
+        assert policy["definition"]["overflow"] == "reject-publish"
+
+    def applied(queue: str) -> dict[str, int | str] | None:
+        matching = [p for p in policies.values() if re.search(p["pattern"], queue)]
+        if not matching:
+            return None
+        definition: dict[str, int | str] = max(matching, key=lambda p: p["priority"])["definition"]
+        return definition
+
+    for queue in [q["name"] for q in defs["queues"]]:
+        bounds = applied(queue)
+        if queue == "xb.audit.stream":
+            assert bounds is None  # the stream keeps its own retention
+        elif queue.endswith("RS-PPO") and ".dead." not in queue:
+            assert bounds is not None and bounds["max-length"] == 500, queue
+        elif ".dead." in queue:
+            assert bounds is not None and bounds["max-length-bytes"] == 1_000, queue
+        else:
+            assert bounds is not None and bounds["max-length"] == 100, queue
+    assert t.bounds_of("xb.inbox.AL-ARO") == QueueBounds(100, 10_000)
+    assert t.bounds_of("xb.sub.AL-ARO") == QueueBounds(100, 10_000)
+    assert t.bounds_of("xb.dead.AL-ARO") == QueueBounds(10, 1_000)
+    assert t.bounds_of("xb.audit.stream") is None
+    with pytest.raises(ValueError, match="outside the network"):
+        t.render_definitions("see", ["AL-ARO"], node_bounds={"KZ-ARC": QueueBounds(1, 1)})
+    with pytest.raises(ValueError):
+        QueueBounds(0, 1)
+
+
+def test_cli_renders_queue_bounds_from_flags_and_the_network_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    network = tmp_path / "network.json"
+    nodes = {"AL-ARO": {}, "RS-PPO": {"inbox_max_length": 9, "inbox_max_bytes": 99}}
+    network.write_text(json.dumps({"network": "see-arn", "nodes": nodes}))
+    assert (
+        render("--network", str(network), "--inbox-max-length", "7", "--dead-max-bytes", "5") == 0
+    )
+    policies = {p["name"]: p["definition"] for p in json.loads(capsys.readouterr().out)["policies"]}
+    assert policies["xb-work-queues"]["max-length"] == 7
+    assert policies["xb-dead-queues"]["max-length-bytes"] == 5
+    assert policies["xb-work-queues-RS-PPO"] == {
+        "max-length": 9,
+        "max-length-bytes": 99,
+        "overflow": "reject-publish",
+    }
+    network.write_text(
+        json.dumps({"network": "see-arn", "nodes": {"AL-ARO": {"inbox_max_length": 9}}})
+    )
+    with pytest.raises(ExchangeError, match="both inbox_max_length and inbox_max_bytes"):
+        render("--network", str(network))
+    with pytest.raises(ExchangeError, match="at least 1"):
+        render("--nodes", "AL-ARO", "--inbox-max-length", "0")
