@@ -90,6 +90,15 @@ class NetworkLayout:
             ) from None
 
 
+def new_token() -> str:
+    """A client token of 256 random bits, URL-safe, that never starts with `-` (a command
+    line would read it as an option: `exchange inbox --token -x…`)."""
+    while True:
+        token = secrets.token_urlsafe(32)
+        if not token.startswith("-"):
+            return token
+
+
 def _check_networks(nodes: Sequence[str], networks: Mapping[str, Sequence[str]]) -> None:
     for name, members in networks.items():
         if not re.fullmatch(NETWORK_PATTERN, name):
@@ -222,7 +231,7 @@ def init_network_dir(
     layouts: dict[str, NodeLayout] = {}
     for index, node in enumerate(nodes):
         port = base_port + index
-        tokens = {role.value: secrets.token_urlsafe(32) for role in Role}
+        tokens = {role.value: new_token() for role in Role}
         text = render_node_toml(
             node,
             network=network,

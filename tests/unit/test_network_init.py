@@ -86,3 +86,11 @@ def test_the_cli_writes_a_memory_bus_network_and_exits_2_on_bad_input(
     assert (config.bus, config.topology_prefix, config.network) == ("memory", "tdemo", "pcoc")
     assert config.amqp_url == "amqp://u:p@127.0.0.1:5673/v"
     assert main(["network", "init", str(tmp_path / "x"), "--nodes", "AL-ARO,bad"]) == 2
+
+
+def test_a_new_token_never_starts_with_a_dash_a_command_line_would_take_it_for_an_option() -> None:
+    from exchange.network import new_token
+
+    tokens = [new_token() for _ in range(2000)]
+    assert not any(t.startswith("-") for t in tokens)
+    assert len(set(tokens)) == len(tokens) and all(len(t) == 43 for t in tokens)
