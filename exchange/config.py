@@ -235,7 +235,16 @@ class NodeConfig(BaseModel):
     key_path: Path
     cert_path: Path
     ca_path: Path
-    crl_path: Path | None = None
+    crl_path: Path | None = Field(
+        default=None,
+        description="The network's CRL (PEM). Required unless revocation is off; re-read "
+        "when the file changes, and never replaced by an older one.",
+    )
+    revocation: Literal["on", "off"] = Field(
+        default="on",
+        description="off: run without a CRL, accepting revoked certificates (a warning at "
+        "every start). Never in production.",
+    )
     certs_dir: Path
     nodes: tuple[NodeId, ...] = Field(min_length=1)
     tokens: tuple[TokenConfig, ...] = ()
@@ -285,6 +294,17 @@ class NodeConfig(BaseModel):
             )
         if len(set((self.amqp_url, *self.amqp_failover_urls))) != 1 + len(self.amqp_failover_urls):
             raise ValueError("amqp_failover_urls must not repeat amqp_url or each other")
+        return self
+
+    @model_validator(mode="after")
+    def _revocation_needs_a_crl(self) -> NodeConfig:
+        if self.revocation == "on" and self.crl_path is None:
+            raise ValueError(
+                "crl_path is required: without the network's CRL a revoked certificate would "
+                'be accepted (revocation = "off" runs without one, never in production)'
+            )
+        if self.revocation == "off" and self.crl_path is not None:
+            raise ValueError('revocation = "off" and a crl_path: remove one of them')
         return self
 
     @model_validator(mode="after")

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from exchange.audit.peers import PeerCheckpoints
     from exchange.crypto.signing import NodeSigner
     from exchange.crypto.verify import TrustStore
+    from exchange.gateway.revocation import Revocation
     from exchange.relay.relay import Relay
     from exchange.storage.sqlite_thread import SqliteThread
     from exchange.subscriptions.service import CaseUpdates
@@ -37,5 +38,6 @@ BUS: web.AppKey[Bus | None] = web.AppKey("bus")
 RELAY: web.AppKey[Relay | None] = web.AppKey("relay")
 PEERS: web.AppKey[PeerCheckpoints] = web.AppKey("peers")
 CASE_UPDATES: web.AppKey[CaseUpdates] = web.AppKey("case_updates")
+REVOCATION: web.AppKey[Revocation | None] = web.AppKey("revocation")
 
 PRINCIPAL = web.RequestKey("principal", Principal)

@@ -63,7 +63,7 @@ def write_config(tmp_path: Path, networks: str) -> Path:
     path = tmp_path / "node.toml"
     path.write_text(
         'node_id = "AL-ARO"\nnetwork = "see-arn"\ndata_dir = "data"\nkey_path = "k"\n'
-        'cert_path = "c"\nca_path = "ca"\ncerts_dir = "."\n'
+        'cert_path = "c"\nca_path = "ca"\ncrl_path = "crl"\ncerts_dir = "."\n'
         'nodes = ["AL-ARO", "RS-PPO", "MD-ARO"]\n' + networks
     )
     return path
