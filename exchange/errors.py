@@ -56,6 +56,11 @@ ERROR_TABLE: dict[str, ErrorSpec] = {
     "schema.unknown": ErrorSpec(422, "The message type or schema version is not supported", True),
     # network membership (case updates)
     "network.forbidden": ErrorSpec(403, "This node is not a member of that network", True),
+    "handling.restricted": ErrorSpec(
+        422,
+        "TLP:RED and TLP:AMBER+STRICT information never goes beyond its named recipients",
+        True,
+    ),
     # HTTP requests from local clients
     "request.malformed_json": ErrorSpec(400, "The request body is not valid JSON"),
     "request.unsupported_media_type": ErrorSpec(415, "The request must be application/json"),

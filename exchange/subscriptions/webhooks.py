@@ -4,8 +4,10 @@ Standard Webhooks specification says (`webhook_signing`).
 The body is the update's JSON view. Delivery is at least once: `webhook-id` (the update's
 id) lets the receiver drop repeats. A failed attempt (no 2xx, timeout, connection error) is
 retried with exponential backoff and given up after `max_tries`; every attempt's outcome is
-audited. Of the target's answer only the status and at most `MAX_REPLY_BYTES` are read: a
-target that answers with an endless body costs a few KiB, never the node's memory.
+audited. An update labelled TLP:RED or TLP:AMBER+STRICT (none is stored any more; one kept
+from before would be) is given up without being sent. Of the target's answer only the
+status and at most `MAX_REPLY_BYTES` are read: a target that answers with an endless body
+costs a few KiB, never the node's memory.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from exchange.backoff import retry_delay
 from exchange.config import NetworkConfig, WebhookConfig
 from exchange.log import get_logger
 from exchange.model.common import utc_now
+from exchange.model.envelope import NAMED_RECIPIENTS_ONLY
 from exchange.storage import case_events
 from exchange.storage.case_records import CaseEventRecord, WebhookJob
 from exchange.subscriptions.feed import EventFeed
@@ -86,6 +89,16 @@ async def read_reply(response: aiohttp.ClientResponse, limit: int = MAX_REPLY_BY
             break
         taken += chunk
     return bytes(taken)
+
+
+def _named_recipients_only(record: CaseEventRecord) -> bool:
+    header = orjson.loads(record.envelope).get("header")
+    handling = header.get("handling") if isinstance(header, dict) else None
+    tlp = handling.get("tlp") if isinstance(handling, dict) else None
+    return tlp in _RESTRICTED
+
+
+_RESTRICTED = frozenset(t.value for t in NAMED_RECIPIENTS_ONLY)
 
 
 def _public_url(url: str) -> str:
@@ -157,6 +170,11 @@ class WebhookWorker:
         now = utc_now()
         if hook is None:
             await self._settle(job, None, "gave-up", "the webhook is no longer configured", now)
+            return
+        if _named_recipients_only(job.record):
+            # Stored before such updates were refused at the door: never sent out.
+            reason = "handling.restricted: a TLP:RED or TLP:AMBER+STRICT update is not sent"
+            await self._settle(job, hook, "gave-up", reason, now)
             return
         error = await self._post(hook, job.record)
         if error is None:

@@ -99,15 +99,17 @@ def hook(url: str, *secrets: str) -> Webhook:
     return Webhook(webhook_key(NETWORK, url), NETWORK, config, keys)
 
 
-async def deliver_one(node: NodeDatabase, webhook: Webhook) -> tuple[str, list[str]]:
+async def deliver_one(
+    node: NodeDatabase, webhook: Webhook, tlp: str = "AMBER"
+) -> tuple[str, list[str]]:
     """Store one update owed to `webhook`, let a worker deliver it; the update's id and the
     outcomes the audit log recorded for it."""
     store = CaseEventStore(node.db, node.audit.write)
     now = utc_now()
     update_id = uuid.uuid4()
-    envelope = orjson.dumps(
-        {"header": {"id": str(update_id)}, "payload": {"case": "C-1", "summary": "frozen"}}
-    )
+    header = {"id": str(update_id), "handling": {"tlp": tlp, "code": "H2"}}
+    payload = {"case": "C-1", "summary": "frozen", "amount": {"amount": "1000", "currency": "EUR"}}
+    envelope = orjson.dumps({"header": header, "payload": payload})
     new = NewCaseEvent(
         update_id, NETWORK, "C-1", "note", "AL-ARO", "in", "a" * 64, now, now, envelope
     )
@@ -176,3 +178,15 @@ async def test_read_reply_takes_at_most_the_limit(target: tuple[Target, TestServ
     ):
         assert len(await read_reply(response)) == MAX_REPLY_BYTES
         assert len(await read_reply(response, 10)) == 10  # the socket still holds more
+
+
+@pytest.mark.parametrize("tlp", ["RED", "AMBER+STRICT"])
+async def test_a_restricted_update_stored_before_the_upgrade_is_never_sent(
+    node: NodeDatabase, target: tuple[Target, TestServer], tlp: str
+) -> None:
+    receiver, server = target
+    webhook = hook(str(server.make_url("/hooks/ok")), receiver.secrets["new"])
+    _, outcomes = await deliver_one(node, webhook, tlp=tlp)
+    assert outcomes == ["gave-up"] and receiver.headers == []  # nothing reached the target
+    (entry,) = [e for e in await node.audit.entries(0, 100) if e.code == "webhook.gave-up"]
+    assert entry.detail is not None and "handling.restricted" in entry.detail["error"]
