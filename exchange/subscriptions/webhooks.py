@@ -28,9 +28,8 @@ from exchange.backoff import retry_delay
 from exchange.config import NetworkConfig, WebhookConfig
 from exchange.log import get_logger
 from exchange.model.common import utc_now
-from exchange.model.envelope import NAMED_RECIPIENTS_ONLY
 from exchange.storage import case_events
-from exchange.storage.case_records import CaseEventRecord, WebhookJob
+from exchange.storage.case_records import CaseEventRecord, WebhookJob, named_recipients_only
 from exchange.subscriptions.feed import EventFeed
 from exchange.subscriptions.webhook_signing import read_secret, signed_headers
 
@@ -89,16 +88,6 @@ async def read_reply(response: aiohttp.ClientResponse, limit: int = MAX_REPLY_BY
             break
         taken += chunk
     return bytes(taken)
-
-
-def _named_recipients_only(record: CaseEventRecord) -> bool:
-    header = orjson.loads(record.envelope).get("header")
-    handling = header.get("handling") if isinstance(header, dict) else None
-    tlp = handling.get("tlp") if isinstance(handling, dict) else None
-    return tlp in _RESTRICTED
-
-
-_RESTRICTED = frozenset(t.value for t in NAMED_RECIPIENTS_ONLY)
 
 
 def _public_url(url: str) -> str:
@@ -171,7 +160,7 @@ class WebhookWorker:
         if hook is None:
             await self._settle(job, None, "gave-up", "the webhook is no longer configured", now)
             return
-        if _named_recipients_only(job.record):
+        if named_recipients_only(job.record.envelope):
             # Stored before such updates were refused at the door: never sent out.
             reason = "handling.restricted: a TLP:RED or TLP:AMBER+STRICT update is not sent"
             await self._settle(job, hook, "gave-up", reason, now)
