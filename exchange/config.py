@@ -9,6 +9,7 @@ inline: keys are paths and client tokens are stored as SHA-256 hashes.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -41,6 +43,7 @@ DATABASE_FILE = "node.sqlite3"
 """The node's one database: messages, outbox, inbox, case updates, peers and the audit log."""
 EARLIER_FILES = ("store.sqlite3", "audit.sqlite3", "peers.sqlite3", "subscriptions.sqlite3")
 """The four files of the layout before the node's database was one file."""
+MAX_WEBHOOK_SECRETS = 4
 
 
 class Role(StrEnum):
@@ -92,12 +95,21 @@ AUTO_UPDATE_TYPES = (MessageType.FREEZE_DECISION, MessageType.ASSET_INQUIRY_RESP
 
 
 class WebhookConfig(_Section):
-    """A URL that receives each case update of the network as a signed POST (HMAC-SHA256)."""
+    """A URL that receives each case update of the network as a signed POST (Standard
+    Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`)."""
 
     url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2000)
-    secret_path: Path = Field(
-        description="A text file holding the shared HMAC secret (>= 16 bytes once surrounding"
-        " whitespace is removed, e.g. the output of `openssl rand -hex 32`)."
+    secret_paths: tuple[Path, ...] = Field(
+        min_length=1,
+        max_length=MAX_WEBHOOK_SECRETS,
+        description="Files each holding a Standard Webhooks secret (`whsec_` + base64 of 24 to "
+        "64 random bytes), newest first. Each delivery carries one signature per secret, so "
+        "during a rotation the receiver may check either the new or the old one.",
+    )
+    insecure_http: bool = Field(
+        default=False,
+        description="Allow an http:// URL outside loopback: the updates then cross the network "
+        "in clear. Without it such a URL is refused at start.",
     )
     max_tries: int = Field(default=8, ge=1, le=100)
     retry_min_seconds: float = Field(default=1.0, gt=0, le=3600)
@@ -105,11 +117,48 @@ class WebhookConfig(_Section):
     timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     cases: tuple[CaseRef, ...] = Field(default=(), description="Only these cases (empty: all).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "secret_path" in data:
+            raise ValueError(
+                "secret_path became secret_paths, a list of secret files, newest first "
+                '(e.g. secret_paths = ["hook.secret"])'
+            )
+        return data
+
     @model_validator(mode="after")
     def _backoff_ordered(self) -> WebhookConfig:
         if self.retry_max_seconds < self.retry_min_seconds:
             raise ValueError("retry_max_seconds must be >= retry_min_seconds")
         return self
+
+    @model_validator(mode="after")
+    def _tls_unless_loopback(self) -> WebhookConfig:
+        if self.url.startswith("http://") and not self.insecure_http:
+            host = urlsplit(self.url).hostname or ""
+            if not is_loopback_host(host):
+                raise ValueError(
+                    f"{_without_query(self.url)} is plain http:// to {host or 'no host'}, not "
+                    "loopback: use https://, or set insecure_http = true to send case updates "
+                    "in clear"
+                )
+        return self
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a URL's host is this machine: `localhost`, 127.0.0.0/8 or ::1."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _without_query(url: str) -> str:
+    """The URL without query or fragment (they may carry credentials)."""
+    return url.split("?", 1)[0].split("#", 1)[0]
 
 
 class AutoUpdates(_Section):
@@ -186,7 +235,16 @@ class NodeConfig(BaseModel):
     key_path: Path
     cert_path: Path
     ca_path: Path
-    crl_path: Path | None = None
+    crl_path: Path | None = Field(
+        default=None,
+        description="The network's CRL (PEM). Required unless revocation is off; re-read "
+        "when the file changes, and never replaced by an older one.",
+    )
+    revocation: Literal["on", "off"] = Field(
+        default="on",
+        description="off: run without a CRL, accepting revoked certificates (a warning at "
+        "every start). Never in production.",
+    )
     certs_dir: Path
     nodes: tuple[NodeId, ...] = Field(min_length=1)
     tokens: tuple[TokenConfig, ...] = ()
@@ -236,6 +294,17 @@ class NodeConfig(BaseModel):
             )
         if len(set((self.amqp_url, *self.amqp_failover_urls))) != 1 + len(self.amqp_failover_urls):
             raise ValueError("amqp_failover_urls must not repeat amqp_url or each other")
+        return self
+
+    @model_validator(mode="after")
+    def _revocation_needs_a_crl(self) -> NodeConfig:
+        if self.revocation == "on" and self.crl_path is None:
+            raise ValueError(
+                "crl_path is required: without the network's CRL a revoked certificate would "
+                'be accepted (revocation = "off" runs without one, never in production)'
+            )
+        if self.revocation == "off" and self.crl_path is not None:
+            raise ValueError('revocation = "off" and a crl_path: remove one of them')
         return self
 
     @model_validator(mode="after")
@@ -330,15 +399,21 @@ def _resolve_paths(document: dict[str, Any], base: Path) -> None:
     for network in networks if isinstance(networks, list) else ():
         hooks = network.get("webhooks") if isinstance(network, dict) else None
         for hook in hooks if isinstance(hooks, list) else ():
-            if isinstance(hook, dict):
-                _resolve(hook, "secret_path", base)
+            paths = hook.get("secret_paths") if isinstance(hook, dict) else None
+            if isinstance(paths, list):
+                hook["secret_paths"] = [_resolved(p, base) for p in paths]
 
 
 def _resolve(document: dict[str, Any], name: str, base: Path) -> None:
-    value = document.get(name)
+    if name in document:
+        document[name] = _resolved(document[name], base)
+
+
+def _resolved(value: Any, base: Path) -> Any:
     if isinstance(value, str) and value:
         candidate = Path(value).expanduser()
-        document[name] = str(candidate if candidate.is_absolute() else base / candidate)
+        return str(candidate if candidate.is_absolute() else base / candidate)
+    return value
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -53,11 +53,23 @@ ERROR_TABLE: dict[str, ErrorSpec] = {
     "checkpoint.conflict": ErrorSpec(
         409, "A node's checkpoint contradicts one it signed before (a forked or rewound log)", False
     ),
+    # the network's CRL (a node's own file, never a receipt reason)
+    "crl.invalid": ErrorSpec(
+        422, "The CRL file is missing, unreadable or not signed by the network CA", False
+    ),
+    "crl.rollback": ErrorSpec(
+        409, "A CRL not newer than the newest this node has used was refused", False
+    ),
     # payload schemas
     "schema.invalid": ErrorSpec(422, "The payload does not match its schema", True),
     "schema.unknown": ErrorSpec(422, "The message type or schema version is not supported", True),
     # network membership (case updates)
     "network.forbidden": ErrorSpec(403, "This node is not a member of that network", True),
+    "handling.restricted": ErrorSpec(
+        422,
+        "TLP:RED and TLP:AMBER+STRICT information never goes beyond its named recipients",
+        True,
+    ),
     # HTTP requests from local clients
     "request.malformed_json": ErrorSpec(400, "The request body is not valid JSON"),
     "request.unsupported_media_type": ErrorSpec(415, "The request must be application/json"),

@@ -1,7 +1,9 @@
 """`exchange envelope`: sign an envelope with a node key, or verify a signed one, offline.
 
 `sign` reads an unsigned envelope (header and payload) on stdin and writes the signed wire
-form to stdout. `verify` reads a signed envelope on stdin and applies the full policy.
+form to stdout. `verify` reads a signed envelope on stdin and applies the full policy: any
+refusal of a document that parses as JSON is a verdict on the envelope (exit 1, even
+`envelope.malformed`); only input that is not JSON at all is bad usage (exit 2).
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import orjson
 from pydantic import ValidationError
 
+from exchange.cli import EXIT_CHECK_FAILED
 from exchange.crypto.canonical import parse_json
 from exchange.crypto.signing import NodeSigner, encode_envelope
 from exchange.crypto.verify import TrustStore, VerificationPolicy, verify_envelope
-from exchange.errors import ExchangeError, FieldError
+from exchange.errors import ExchangeError, FieldError, VerificationError
 from exchange.model.envelope import UnsignedEnvelope
 
 EXIT_OK = 0
@@ -41,7 +45,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "verify",
         help="verify the signed envelope on stdin",
         description="Exit 0 and a one-line summary if the envelope passes every check; exit 1 "
-        "with the failing check's code on stderr; exit 2 if the input cannot be read.",
+        "with the failing check's code on stderr (envelope.malformed included: a document "
+        "that is JSON but no valid envelope is refused, like a bad signature); exit 2 if the "
+        "input is not JSON at all.",
     )
     verify.add_argument("--ca", required=True, type=Path, help="the network CA certificate")
     verify.add_argument("--crl", type=Path, help="the network's CRL (else no revocation check)")
@@ -99,7 +105,12 @@ def _verify(args: argparse.Namespace) -> int:
     trust = TrustStore.from_files(args.ca, args.crl, args.certs)
     policy = VerificationPolicy(trust=trust, max_skew=args.max_skew)
     data = sys.stdin.buffer.read().strip(_JSON_WHITESPACE)
-    verified = verify_envelope(data, policy, now=args.now)
+    _require_json(data)
+    try:
+        verified = verify_envelope(data, policy, now=args.now)
+    except VerificationError as err:
+        print(err.diagnostics(), file=sys.stderr)
+        return EXIT_CHECK_FAILED
     header = verified.envelope.header
     print(
         f"valid {header.id} {header.type.value} {header.sender} -> "
@@ -107,6 +118,14 @@ def _verify(args: argparse.Namespace) -> int:
         f"kid {verified.envelope.signature.kid[:16]}"
     )
     return EXIT_OK
+
+
+def _require_json(data: bytes) -> None:
+    """Bad usage (exit 2) when stdin is not a JSON text: there is no envelope to judge."""
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError as err:
+        raise ExchangeError(f"the input is not JSON: {err}", code="envelope.malformed") from None
 
 
 def _seconds(text: str) -> timedelta:

@@ -10,7 +10,7 @@ import ssl
 import time
 import urllib.parse
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self, TypedDict, TypeVar, Unpack
 from uuid import UUID
@@ -24,6 +24,7 @@ from exchange.audit.entries import AuditEntry
 from exchange.audit.proofs import ConsistencyProof, InclusionProof
 from exchange.backoff import retry_delay
 from exchange.client.problems import GatewayUnreachable, ProblemError
+from exchange.crypto.canonical import canonicalize
 from exchange.errors import ConfigError, ExchangeError
 from exchange.gateway import api_models as api
 from exchange.model.case_update import CaseUpdate
@@ -59,13 +60,20 @@ class StreamOptions(TypedDict, total=False):
 
 @dataclass(frozen=True, slots=True)
 class AuditEntriesPage:
-    """A page of a node's audit log: entries decoded from the exact bytes that were
-    hashed, the index to ask from next, and the log's size and hex root when read."""
+    """A page of a node's audit log: the entries, their leaf hashes, the index to ask from
+    next, and the log's size and hex root when read.
+
+    Each entry is decoded from the exact bytes that were hashed, except for a token that may
+    not read payloads (an auditor): an entry that keeps a payload is then its document with
+    the payload withheld (its index is in `redacted`, and its `body` is that document's
+    canonical form, not the hashed bytes: check `leaf_hashes` against proofs instead)."""
 
     items: list[AuditEntry]
     next: int
     size: int
     root: str
+    leaf_hashes: list[bytes] = field(default_factory=list)
+    redacted: frozenset[int] = frozenset()
 
 
 class GatewayClient:
@@ -306,8 +314,20 @@ class GatewayClient:
         doc = await self._json("GET", path, params={"from": start, "limit": limit})
 
         def build(d: dict[str, Any]) -> AuditEntriesPage:
-            items = [AuditEntry.from_bytes(base64.b64decode(i["body"])) for i in d["items"]]
-            return AuditEntriesPage(items, int(d["next"]), int(d["size"]), str(d["root"]))
+            items = [
+                AuditEntry.from_bytes(
+                    canonicalize(i["entry"]) if i["redacted"] else base64.b64decode(i["body"])
+                )
+                for i in d["items"]
+            ]
+            return AuditEntriesPage(
+                items,
+                int(d["next"]),
+                int(d["size"]),
+                str(d["root"]),
+                [bytes.fromhex(i["leaf_hash"]) for i in d["items"]],
+                frozenset(int(i["index"]) for i in d["items"] if i["redacted"]),
+            )
 
         return _build(path, build, doc)
 

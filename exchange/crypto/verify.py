@@ -167,15 +167,25 @@ class TrustStore:
         self._by_kid[kid] = trusted
         return trusted
 
-    def set_crl(self, crl: x509.CertificateRevocationList) -> None:
-        """Use `crl` from now on; refused (`cert.untrusted`) unless the network CA signed it
-        and it is not older than the current one."""
+    @property
+    def crl_number(self) -> int | None:
+        """The number of the CRL in use (0 for one without a CRLNumber), None without one."""
+        return self._revocations.number if self._revocations else None
+
+    def crl_number_of(self, crl: x509.CertificateRevocationList) -> int:
+        """`crl`'s number, once its signature is checked: refused (`cert.untrusted`) unless
+        the network CA signed it."""
         if crl.issuer != self._ca.subject or not crl.is_signature_valid(self._ca_key):
             raise VerificationError(
                 "the CRL is not signed by the network CA", code="cert.untrusted"
             )
         number_ext = _extension(crl, x509.CRLNumber)
-        number = number_ext.crl_number if number_ext is not None else 0
+        return number_ext.crl_number if number_ext is not None else 0
+
+    def set_crl(self, crl: x509.CertificateRevocationList) -> None:
+        """Use `crl` from now on; refused (`cert.untrusted`) unless the network CA signed it
+        and it is not older than the current one."""
+        number = self.crl_number_of(crl)
         current = self._revocations
         if current is not None and number < current.number:
             raise VerificationError(

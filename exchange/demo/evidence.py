@@ -39,10 +39,11 @@ async def tampering(network: DemoNetwork, result: DemoResult, out: Printer) -> s
         return None
     view = await network.client(sender).message(notices[0].id)
     forged = view.envelope.model_dump(mode="json", by_alias=True)
+    original = forged["payload"]  # a contact point's view: the payload is there
     forged["header"]["id"] = str(uuid4())  # a "new" message, so only the signature can tell
     text = json.dumps(forged["payload"], ensure_ascii=False)
     forged["payload"] = json.loads(text.replace("RS35", "RS99", 1) if "RS35" in text else text + "")
-    if forged["payload"] == view.envelope.payload:
+    if forged["payload"] == original:
         forged["payload"]["instructions"] = "Release all frozen funds."
     app = network.apps[recipient]
     bus = app[keys.BUS]

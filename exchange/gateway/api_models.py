@@ -13,7 +13,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from exchange.model.common import CaseRef, MessageType, NodeId, Priority, UtcDatetime
-from exchange.model.envelope import MAX_RECIPIENTS, Envelope, Handling
+from exchange.model.envelope import MAX_RECIPIENTS, Envelope, Handling, Header, Signature
 
 MessageStatusName = Literal["accepted", "sent", "delivered", "rejected", "failed"]
 
@@ -64,6 +64,19 @@ class SubmitMessage(_Api):
 class Accepted(_Api):
     id: UUID = Field(description="The message id the gateway chose.")
     status: Literal["accepted"]
+
+
+class RedactedEnvelope(_Api):
+    """A signed envelope as a role that may not read payloads (an auditor) sees it: header
+    and signature, the payload replaced by its digest."""
+
+    header: Header
+    signature: Signature
+    withheld: dict[str, str] = Field(
+        description="Each withheld member (`payload`) with the hex SHA-256 of its RFC 8785 "
+        "canonical form: whoever holds the payload can show it is the one signed.",
+        json_schema_extra={"additionalProperties": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
+    )
 
 
 class ReceiptView(_Api):
@@ -118,7 +131,10 @@ class MessageView(_Api):
         "recipient's positive receipt supersedes a refusal it sent before (of a copy it could "
         "not accept then); a refusal never undoes a positive receipt."
     )
-    envelope: Envelope
+    envelope: Envelope | RedactedEnvelope = Field(
+        description="The signed message; without its payload for a role that may not read "
+        "payloads (auditors)."
+    )
 
 
 class InboxItem(_Api):
@@ -133,7 +149,10 @@ class InboxItem(_Api):
     digest: str
     received_at: UtcDatetime
     respond_by: UtcDatetime | None
-    envelope: Envelope
+    envelope: Envelope | RedactedEnvelope = Field(
+        description="The signed message; without its payload for a role that may not read "
+        "payloads (auditors)."
+    )
 
 
 class InboxPage(_Api):

@@ -2,10 +2,10 @@
 
 `create_app(config)` registers the route table behind bearer-token authentication and the
 problem-details middleware. Its cleanup contexts open, in order, the node's identity (key,
-certificate, trust store), its database (messages, case updates, peers and the audit log in
-one file), the audit log, the summaries of the refusals it counts instead of writing each
-(`refusals`), the bus, the case updates (`exchange.subscriptions`) and the relay, and close
-each one only if it was opened.
+certificate, trust store with the CRL), its database (messages, case updates, peers and the
+audit log in one file), the audit log, the watch on the CRL, the summaries of the refusals it
+counts instead of writing each (`refusals`), the bus, the case updates
+(`exchange.subscriptions`) and the relay, and close each one only if it was opened.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from exchange.audit.peers import setup_schema as setup_peers_schema
 from exchange.audit.store import setup_schema as setup_audit_schema
 from exchange.backoff import retry_delay
 from exchange.config import EARLIER_FILES, NodeConfig
+from exchange.crypto.pki import load_certificate
+from exchange.crypto.revocation import CrlFile
 from exchange.crypto.signing import NodeSigner
 from exchange.crypto.verify import TrustStore
 from exchange.errors import ConfigError
@@ -35,6 +37,7 @@ from exchange.gateway.auth import Authenticator
 from exchange.gateway.keys import CASE_UPDATES
 from exchange.gateway.problems import problem_middleware
 from exchange.gateway.refusals import RefusalAudit
+from exchange.gateway.revocation import Revocation
 from exchange.gateway.route_spec import Route, RouteHandler
 from exchange.gateway.routes import ROUTES
 from exchange.log import get_logger
@@ -89,7 +92,9 @@ def load_identity(config: NodeConfig) -> tuple[NodeSigner, TrustStore]:
             f"the certificate at {config.cert_path} names {signer.node_id}, "
             f"not this node {config.node_id}"
         )
-    trust = TrustStore.from_files(config.ca_path, config.crl_path, certificate_paths(config))
+    crl = CrlFile(config.crl_path).read() if config.crl_path is not None else None
+    certificates = [load_certificate(path) for path in certificate_paths(config)]
+    trust = TrustStore(load_certificate(config.ca_path), crl, certificates)
     return signer, trust
 
 
@@ -190,6 +195,34 @@ async def _refusals_ctx(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await timer
         await refusals.flush(audit)
+
+
+async def _revocation_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Keep the CRL current and never older (see `gateway.revocation`), or say loudly that
+    revocation is off."""
+    config = app[keys.CONFIG]
+    if config.crl_path is None:
+        _log.warning(
+            "revocation.off",
+            node=config.node_id,
+            detail="no CRL: certificates the network revoked are still accepted",
+        )
+        app[keys.REVOCATION] = None
+        yield
+        return
+    revocation = Revocation(
+        trust=app[keys.TRUST],
+        crl_file=CrlFile(config.crl_path),
+        db=app[keys.DATABASE],
+        audit=app[keys.AUDIT],
+        node_id=config.node_id,
+    )
+    await revocation.start()
+    app[keys.REVOCATION] = revocation
+    try:
+        yield
+    finally:
+        await revocation.stop()
 
 
 async def _peers_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -353,6 +386,7 @@ def create_app(
             _database_ctx,
             _audit_ctx,
             _refusals_ctx,
+            _revocation_ctx,
             _peers_ctx,
             _bus_ctx(bus, start_relay),
             _case_updates_ctx,

@@ -1,8 +1,12 @@
 """The auditor's HTTP view of the node's audit log: checkpoint, proofs, entries.
 
 Everything here is read-only and needs the `audit` permission. Proofs follow RFC 9162
-2.1.3-2.1.4 with hex hashes, so an auditor can check them with any implementation; the
-entries come with the exact bytes that were hashed (base64), so leaves can be recomputed.
+2.1.3-2.1.4 with hex hashes, so an auditor can check them with any implementation. Each
+entry comes with its leaf hash and, for a role that may read payloads (or an entry that
+keeps none), the exact bytes that were hashed (base64), so the leaf can be recomputed. An
+auditor gets an entry that keeps a payload as its document with that payload replaced by
+its digest (`redacted`: true, no `body`): the leaf hashes still fold to the signed root,
+and whoever holds the payload can restore the bytes (`exchange.audit.redaction`).
 """
 
 from __future__ import annotations
@@ -10,9 +14,13 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Any
 
+import orjson
 from aiohttp import web
 from pydantic import BeforeValidator, Field
 
+from exchange.audit.entries import AuditEntry
+from exchange.audit.merkle import leaf_hash
+from exchange.audit.redaction import redact_entry
 from exchange.errors import ExchangeError
 from exchange.gateway import keys
 from exchange.gateway.auth import Permission
@@ -99,24 +107,36 @@ async def get_consistency_proof(
     return json_response(proof.as_dict())
 
 
+def entry_item(entry: AuditEntry, *, payloads: bool) -> dict[str, Any]:
+    """One entry as served: its bytes, or (for a role without payloads) its document with
+    the payload withheld when it keeps one."""
+    item: dict[str, Any] = {
+        "index": entry.index,
+        "time": entry.time.isoformat().replace("+00:00", "Z"),
+        "event": entry.event.value,
+        "message_id": entry.message_id,
+        "case": entry.case,
+        "code": entry.code,
+        "digest": entry.digest,
+        "leaf_hash": leaf_hash(entry.body).hex(),
+        "redacted": False,
+    }
+    if not payloads and entry.envelope is not None:
+        document, redacted = redact_entry(orjson.loads(entry.body))
+        if redacted:
+            item.update(redacted=True, entry=document)
+            return item
+    item["body"] = base64.b64encode(entry.body).decode("ascii")
+    return item
+
+
 @takes(EntriesQuery)
 async def list_entries(request: web.Request, params: EntriesQuery) -> web.StreamResponse:
     audit = request.app[keys.AUDIT]
     start = params.from_
     entries = await audit.entries(start, params.limit)
-    items: list[dict[str, Any]] = [
-        {
-            "index": e.index,
-            "time": e.time.isoformat().replace("+00:00", "Z"),
-            "event": e.event.value,
-            "message_id": e.message_id,
-            "case": e.case,
-            "code": e.code,
-            "digest": e.digest,
-            "body": base64.b64encode(e.body).decode("ascii"),
-        }
-        for e in entries
-    ]
+    payloads = request[keys.PRINCIPAL].may(Permission.PAYLOADS)
+    items = [entry_item(e, payloads=payloads) for e in entries]
     head = audit.head
     return json_response(
         {
@@ -148,6 +168,24 @@ _CHECKPOINT = {
         "signature": {"type": "string"},
     },
     "required": ["node", "size", "root", "time", "kid", "signature"],
+}
+
+_ENTRY = {
+    "type": "object",
+    "properties": {
+        "index": _INT,
+        "time": {"type": "string", "format": "date-time"},
+        "event": {"type": "string"},
+        "message_id": {"type": ["string", "null"]},
+        "case": {"type": ["string", "null"]},
+        "code": {"type": ["string", "null"]},
+        "digest": {"type": ["string", "null"]},
+        "leaf_hash": _HEX,
+        "redacted": {"type": "boolean"},
+        "body": {"type": "string", "contentEncoding": "base64"},
+        "entry": {"type": "object"},
+    },
+    "required": ["index", "time", "event", "leaf_hash", "redacted"],
 }
 
 AUDIT_ROUTES: tuple[Route, ...] = (
@@ -215,12 +253,12 @@ AUDIT_ROUTES: tuple[Route, ...] = (
         "/v1/audit/entries",
         list_entries,
         "listAuditEntries",
-        "Audit log entries from an index, with the exact bytes that were hashed",
+        "Audit log entries from an index, with their leaf hashes and the bytes that were hashed",
         Permission.AUDIT,
         response_schema={
             "type": "object",
             "properties": {
-                "items": {"type": "array", "items": {"type": "object"}},
+                "items": {"type": "array", "items": _ENTRY},
                 "next": _INT,
                 "size": _INT,
                 "root": _HEX,
@@ -228,7 +266,12 @@ AUDIT_ROUTES: tuple[Route, ...] = (
             "required": ["items", "next", "size", "root"],
         },
         tags=("audit",),
-        description="`body` is base64 of the canonical entry bytes: leaf = SHA-256(0x00 || body).",
+        description="`leaf_hash` = SHA-256(0x00 || the entry's canonical bytes); the leaf "
+        "hashes of entries 0..size-1 fold to `root` (RFC 9162). `body` is base64 of those "
+        "bytes. A role that may not read payloads (an auditor) gets an entry that keeps a "
+        "payload without `body`, as `entry`: the document with the envelope's payload "
+        "replaced by `withheld: {payload: <hex SHA-256 of its RFC 8785 form>}` "
+        "(`redacted`: true). Putting the payload back and canonicalizing gives the bytes.",
     ),
     Route(
         "GET",

@@ -2,6 +2,9 @@
 
 Tokens are configured as SHA-256 hashes only. A presented token is hashed and compared with
 every configured hash in constant time. What each role may do is one table: `PERMISSIONS`.
+An auditor reads headers, digests, receipts and proofs but no payload: routes that return
+envelopes or audit entries redact them for a role without `PAYLOADS` (THREAT_MODEL.md has
+the table of who may read what).
 Missing or unknown token: 401 (`auth.missing`, `auth.invalid`); wrong role: 403 (`auth.forbidden`).
 """
 
@@ -24,10 +27,11 @@ class Permission(StrEnum):
     READ = "read"  # messages, inbox, cases, overdue
     AUDIT = "audit"  # audit endpoints
     SUBSCRIBE = "subscribe"  # case-update subscriptions
+    PAYLOADS = "payloads"  # see the payloads of what it may read (else they are redacted)
 
 
 PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
-    Role.CONTACT_POINT: frozenset({Permission.SEND, Permission.READ}),
+    Role.CONTACT_POINT: frozenset({Permission.SEND, Permission.READ, Permission.PAYLOADS}),
     Role.AUDITOR: frozenset({Permission.READ, Permission.AUDIT}),
     Role.SUBSCRIBER: frozenset({Permission.SUBSCRIBE}),
     Role.ADMIN: frozenset(Permission),

@@ -5,7 +5,8 @@ durable cursor: a client that reconnects with `Last-Event-ID` resumes right afte
 update it received, with nothing lost and nothing repeated. `GET /v1/subscriptions/events`
 pages through the same updates for polling. Both filter by network and case, and audit the
 updates each poll or stream batch hands out as one `subscription-delivered` entry naming the
-calling token and listing their ids.
+calling token and listing their ids. An update labelled TLP:RED or TLP:AMBER+STRICT (kept
+from before such updates were refused) is never handed out.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from exchange.gateway.params import (
 from exchange.gateway.reads import audit_read
 from exchange.log import get_logger
 from exchange.model.common import CaseRef, NetworkName
-from exchange.storage.case_records import CaseEventRecord
+from exchange.storage.case_records import CaseEventRecord, named_recipients_only
 from exchange.subscriptions import sse
 from exchange.subscriptions.feed import frame_of
 from exchange.subscriptions.service import CaseUpdates
@@ -98,9 +99,10 @@ async def list_events(request: web.Request, params: EventsQuery) -> web.StreamRe
     records = await store.events_after(
         after, params.limit, network=params.network, case=params.case
     )
-    await _audit_delivered(request, records, "poll")
+    handed = [r for r in records if not named_recipients_only(r.envelope)]
+    await _audit_delivered(request, handed, "poll")
     return views.json_response(
-        {"items": [r.view() for r in records], "next": records[-1].cursor if records else after}
+        {"items": [r.view() for r in handed], "next": records[-1].cursor if records else after}
     )
 
 
@@ -147,7 +149,7 @@ async def _pump(
             records = await service.store.events_after(
                 scan, STREAM_PAGE, network=network, case=case
             )
-            entries = [(r, frame_of(r)) for r in records]
+            entries = [(r, frame_of(r)) for r in records if not named_recipients_only(r.envelope)]
             last = records[-1].cursor if records else scan
             # a short page saw every update committed before `known` was read
             next_scan = last if len(records) == STREAM_PAGE else max(last, known)

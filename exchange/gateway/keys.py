@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from exchange.crypto.signing import NodeSigner
     from exchange.crypto.verify import TrustStore
     from exchange.gateway.refusals import RefusalAudit
+    from exchange.gateway.revocation import Revocation
     from exchange.relay.relay import Relay
     from exchange.storage.sqlite_thread import SqliteThread
     from exchange.subscriptions.service import CaseUpdates
@@ -39,5 +40,6 @@ RELAY: web.AppKey[Relay | None] = web.AppKey("relay")
 PEERS: web.AppKey[PeerCheckpoints] = web.AppKey("peers")
 CASE_UPDATES: web.AppKey[CaseUpdates] = web.AppKey("case_updates")
 REFUSALS: web.AppKey[RefusalAudit] = web.AppKey("refusals")
+REVOCATION: web.AppKey[Revocation | None] = web.AppKey("revocation")
 
 PRINCIPAL = web.RequestKey("principal", Principal)

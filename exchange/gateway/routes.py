@@ -75,6 +75,11 @@ class CaseParams(RouteParams):
     case: Annotated[CaseRef, PATH] = Field(description="The case reference.")
 
 
+def _payloads(request: web.Request) -> bool:
+    """Whether the caller may see payloads (else envelopes come with them withheld)."""
+    return request[keys.PRINCIPAL].may(Permission.PAYLOADS)
+
+
 def _not_found(what: str) -> RequestError:
     return RequestError(f"no {what} with this id", code="not_found")
 
@@ -150,7 +155,8 @@ async def get_message(request: web.Request, params: MessageRef) -> web.StreamRes
     message = await request.app[keys.STORE].get_message(params.id)
     if message is None:
         raise _not_found("outgoing message")
-    return views.json_response(views.message_view(message, request.app[keys.CONFIG].node_id))
+    node_id, payloads = request.app[keys.CONFIG].node_id, _payloads(request)
+    return views.json_response(views.message_view(message, node_id, payloads=payloads))
 
 
 @takes(InboxQuery)
@@ -160,7 +166,7 @@ async def list_inbox(request: web.Request, params: InboxQuery) -> web.StreamResp
     await audit_read(
         request, AuditEvent.DELIVERED, [r.id for r in records], [r.case for r in records]
     )
-    items = [views.inbox_item(r) for r in records]
+    items = [views.inbox_item(r, payloads=_payloads(request)) for r in records]
     return views.json_response({"items": items, "next": records[-1].cursor if records else after})
 
 
@@ -170,7 +176,7 @@ async def get_inbox_message(request: web.Request, params: MessageRef) -> web.Str
     if record is None:
         raise _not_found("incoming message")
     await audit_read_one(request, AuditEvent.DELIVERED, record.id, record.case, record.digest)
-    return views.json_response(views.inbox_item(record))
+    return views.json_response(views.inbox_item(record, payloads=_payloads(request)))
 
 
 @takes(CaseParams)
@@ -247,12 +253,15 @@ ROUTES: tuple[Route, ...] = (
             "schema.invalid",
             "schema.unknown",
             "network.forbidden",
+            "handling.restricted",
         ),
         tags=("messages",),
         description="Validates the request and its payload, fills in id, sender, schema and "
         "created_at, signs, stores durably in the outbox and audits; answers 202 only then. "
         "A `case-update` goes to every other member of its payload's network, on the cases "
-        "exchange; only a member may send one (else 403 `network.forbidden`).",
+        "exchange; only a member may send one (else 403 `network.forbidden`), and never one "
+        "labelled TLP:RED or TLP:AMBER+STRICT (422 `handling.restricted`: it would reach every "
+        "member's subscribers and webhooks).",
     ),
     Route(
         "GET",

@@ -3,8 +3,9 @@
 The model `SubmitMessage` takes any type with any object as its payload. The node takes a
 payload only if it is valid against its type's current schema, recipients only among its
 partners, and a case update only for a network it belongs to, addressed to every other
-member, with an event that network shares. So the document offers one variant per type
-(`Submit<Payload>`), and one per network for case updates, with those rules written in.
+member, with an event that network shares and a TLP label that allows passing it on. So
+the document offers one variant per type (`Submit<Payload>`), and one per network for case
+updates, with those rules written in.
 Two rules that JSON Schema cannot state are in the descriptions instead: `expires_at` must
 lie in the future, and a case update's `payload.case` must be its `case`.
 """
@@ -16,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from exchange.config import NetworkConfig, NodeConfig
-from exchange.model.common import MessageType
+from exchange.model.common import MessageType, Tlp
+from exchange.model.envelope import NAMED_RECIPIENTS_ONLY
 
 FAR_FUTURE = "2099-12-31T23:59:59.000Z"
 FUTURE_EXPIRY = "`expires_at`, when given, must lie in the future."
@@ -92,6 +94,13 @@ def _case_update(variant: dict[str, Any], network: NetworkConfig) -> dict[str, A
             }
         }
     )
+    handling = variant["properties"]["handling"]
+    shareable = [tlp.value for tlp in Tlp if tlp not in NAMED_RECIPIENTS_ONLY]
+    variant["properties"]["handling"] = {
+        "allOf": [handling, {"properties": {"tlp": {"enum": shareable}}}],
+        "description": "A case update reaches every member's subscribers and webhooks: never "
+        "TLP:RED or TLP:AMBER+STRICT (422 `handling.restricted`).",
+    }
     variant["title"] = f"{variant['title'][:-1]}, {network.name})"
     variant["description"] = f"{variant['description']} {SAME_CASE}"
     return variant

@@ -3,7 +3,9 @@
 Order of checks: fields only the gateway sets (`id`, `sender`, ...) -> the request model
 (422 `request.invalid` with field paths) -> recipients known to the network (422
 `recipient.unknown`) -> the payload against its schema (422 `schema.invalid`) -> for a
-case update, membership of its network (403 `network.forbidden`) and its consistency. Then
+case update, membership of its network (403 `network.forbidden`), a label that allows
+passing it on (422 `handling.restricted`: not TLP:RED nor TLP:AMBER+STRICT, as a case
+update reaches every member's subscribers and webhooks) and its consistency. Then
 the gateway fills in id, sender, schema and created_at, signs, and computes the deadline.
 """
 
@@ -149,6 +151,14 @@ def check_case_update(request: SubmitMessage, payload: BaseModel, config: NodeCo
             f"a case update of {network.name} may go to its members only",
             code="network.forbidden",
             errors=strangers,
+        )
+    if request.handling.named_recipients_only:
+        raise ExchangeError(
+            f"a case update reaches every member of {network.name}, their subscribers and "
+            f"webhooks: TLP:{request.handling.tlp.value} information goes in a message to "
+            "its named recipients only",
+            code="handling.restricted",
+            errors=[FieldError("/handling/tlp", "a case update is AMBER, GREEN or CLEAR")],
         )
     errors = []
     missing = [m for m in network.members if m != config.node_id and m not in request.recipients]

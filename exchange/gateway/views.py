@@ -2,7 +2,8 @@
 
 Each function's output matches one model of `api_models` (a test validates them), so the
 OpenAPI document describes exactly what clients receive. Envelopes are returned as the
-exact signed JSON the node holds.
+exact signed JSON the node holds, or, for a role that may not read payloads (`payloads`
+False: an auditor), without the payload (`exchange.audit.redaction`); receipts stay whole.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from exchange.audit.redaction import redact_envelope
 from exchange.model.common import format_utc
 from exchange.storage.records import (
     CaseMessage,
@@ -36,6 +38,12 @@ def _id(value: object | None) -> str | None:
     return None if value is None else str(value)
 
 
+def envelope_view(envelope: bytes, *, payloads: bool) -> dict[str, Any]:
+    """A stored envelope as JSON: whole, or with its payload withheld."""
+    document: dict[str, Any] = orjson.loads(envelope)
+    return document if payloads else redact_envelope(document)
+
+
 def receipt_view(receipt: ReceiptRecord) -> dict[str, Any]:
     return {
         "id": str(receipt.id),
@@ -49,7 +57,7 @@ def receipt_view(receipt: ReceiptRecord) -> dict[str, Any]:
     }
 
 
-def message_view(message: MessageRecord, sender: str) -> dict[str, Any]:
+def message_view(message: MessageRecord, sender: str, *, payloads: bool) -> dict[str, Any]:
     return {
         "id": str(message.id),
         "type": message.type,
@@ -77,11 +85,11 @@ def message_view(message: MessageRecord, sender: str) -> dict[str, Any]:
             for s in message.recipient_states
         ],
         "receipts": [receipt_view(r) for r in message.receipts],
-        "envelope": orjson.loads(message.envelope),
+        "envelope": envelope_view(message.envelope, payloads=payloads),
     }
 
 
-def inbox_item(record: InboxRecord) -> dict[str, Any]:
+def inbox_item(record: InboxRecord, *, payloads: bool) -> dict[str, Any]:
     return {
         "cursor": record.cursor,
         "id": str(record.id),
@@ -92,7 +100,7 @@ def inbox_item(record: InboxRecord) -> dict[str, Any]:
         "digest": record.digest,
         "received_at": format_utc(record.received_at),
         "respond_by": _time(record.respond_by),
-        "envelope": orjson.loads(record.envelope),
+        "envelope": envelope_view(record.envelope, payloads=payloads),
     }
 
 

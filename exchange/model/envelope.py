@@ -35,6 +35,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_max_length=4096)
 
 
+NAMED_RECIPIENTS_ONLY = frozenset({Tlp.RED, Tlp.AMBER_STRICT})
+"""Labels whose information stays with the named recipients: never in a network's case
+updates, a subscriber's feed or a webhook."""
+
+
 class Handling(_Strict):
     """How the recipient may use and pass on the information."""
 
@@ -45,6 +50,13 @@ class Handling(_Strict):
         "H3 other restrictions (see payload).",
         examples=["H2"],
     )
+
+    @property
+    def named_recipients_only(self) -> bool:
+        """TLP:RED or TLP:AMBER+STRICT: the information may not be passed on beyond the
+        message's named recipients (a case update reaches a whole network and its
+        subscribers and webhooks, so none is made of it)."""
+        return self.tlp in NAMED_RECIPIENTS_ONLY
 
 
 class Header(_Strict):

@@ -15,6 +15,7 @@ from uuid import UUID, uuid4
 
 from exchange.audit.entries import AuditEvent, EntryFields
 from exchange.crypto.signing import NodeSigner, encode_envelope
+from exchange.errors import RECEIPT_REASONS
 from exchange.model.common import HandlingCode, MessageType, Priority, Tlp, utc_now
 from exchange.model.envelope import Handling, Header
 from exchange.model.receipt import Receipt
@@ -22,25 +23,7 @@ from exchange.schemas import schema_ref
 from exchange.storage.outbox import Publish
 from exchange.transport.topology import Topology
 
-RECEIPT_CODES = frozenset(
-    {
-        "envelope.malformed",
-        "envelope.too_large",
-        "cert.untrusted",
-        "cert.unknown",
-        "cert.expired",
-        "cert.revoked",
-        "sender.mismatch",
-        "signature.invalid",
-        "message.expired",
-        "clock.skew",
-        "message.replayed",
-        "recipient.mismatch",
-        "schema.invalid",
-        "schema.unknown",
-        "network.forbidden",
-    }
-)
+RECEIPT_CODES = RECEIPT_REASONS
 """The reason codes a negative receipt may carry (anything else is `envelope.malformed`)."""
 
 

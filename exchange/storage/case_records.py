@@ -15,6 +15,9 @@ from uuid import UUID
 import orjson
 
 from exchange.model.common import format_utc
+from exchange.model.envelope import NAMED_RECIPIENTS_ONLY
+
+_RESTRICTED = frozenset(t.value for t in NAMED_RECIPIENTS_ONLY)
 
 Direction = Literal["in", "out"]
 
@@ -62,6 +65,14 @@ class CaseEventRecord(NewCaseEvent):
             "update": envelope["payload"],
             "envelope": envelope,
         }
+
+
+def named_recipients_only(envelope: bytes) -> bool:
+    """Whether a stored update is labelled TLP:RED or TLP:AMBER+STRICT. None is stored any
+    more (they are refused at every door); one kept from before is never handed out."""
+    header = orjson.loads(envelope).get("header") if envelope else None
+    handling = header.get("handling") if isinstance(header, dict) else None
+    return isinstance(handling, dict) and handling.get("tlp") in _RESTRICTED
 
 
 @dataclass(frozen=True, slots=True)

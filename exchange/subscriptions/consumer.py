@@ -4,10 +4,12 @@ Each delivery is verified with the node's one policy (signature, certificate cha
 revocation, sender, expiry, clock skew, the same `max_age` for updates that waited in the
 queue), then its payload, its routing key, and membership: the sender and this node must
 both be members of the update's network, and it must be addressed to members only (else
-`network.forbidden`). An accepted update is stored once by id with its `verified` and
-`stored` entries in one transaction, then acked; a refused one is audited with its code and
-dead-lettered. Case updates get no receipts: they fan out to a whole network, and the
-broker's confirm is the publisher's proof of sending.
+`network.forbidden`); an update labelled TLP:RED or TLP:AMBER+STRICT is refused
+(`handling.restricted`): it would reach subscribers and webhooks. An accepted update is
+stored once by id with its `verified` and `stored` entries in one transaction, then acked;
+a refused one is audited with its code and dead-lettered. Case updates get no receipts:
+they fan out to a whole network, and the broker's confirm is the publisher's proof of
+sending.
 """
 
 from __future__ import annotations
@@ -187,6 +189,13 @@ class UpdateStep:
             raise VerificationError(
                 f"the update is addressed to {', '.join(header.recipients)}, not {self.node_id}",
                 code="recipient.mismatch",
+            )
+        if header.handling.named_recipients_only:
+            # It would reach this node's subscribers and webhooks: beyond its named recipients.
+            raise ExchangeError(
+                f"a TLP:{header.handling.tlp.value} case update: such information never goes "
+                "to subscribers or webhooks",
+                code="handling.restricted",
             )
         return payload, network
 

@@ -5,7 +5,10 @@ consumer of `<p>.sub.<node>` (bound only to the networks this node is a member o
 chosen cases) and the webhook worker. The node's one outbox publisher sends its updates.
 `accept` stores an update a local client submitted; `prepare_automatic` and
 `store_automatic` make the updates a freeze decision or an asset-inquiry response means,
-inside the transaction that stores the message itself, so none is lost in between.
+inside the transaction that stores the message itself, so none is lost in between. A
+trigger labelled TLP:RED or TLP:AMBER+STRICT makes no update: the update it would have been
+is withheld, logged (`case_update.withheld`) and audited as `refused`, code
+`handling.restricted`, under the id the update would have had.
 """
 
 from __future__ import annotations
@@ -65,6 +68,20 @@ class PreparedUpdate:
     entry: EntryFields
     known_cases_only: bool
     """Emit only when the network already follows the case (`follow = "known"`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WithheldUpdate:
+    """An automatic update not made (its trigger's label forbids passing it on): only its
+    audit entry is stored, in the trigger's transaction."""
+
+    network: str
+    case: str
+    entry: EntryFields
+    known_cases_only: bool
+
+
+Automatic = PreparedUpdate | WithheldUpdate
 
 
 class CaseUpdates:
@@ -248,9 +265,14 @@ class CaseUpdates:
         )
         return PreparedUpdate(new, publish, entry, known_cases_only)
 
-    def _store(self, conn: sqlite3.Connection, prepared: PreparedUpdate) -> CaseEventRecord | None:
+    def _store(self, conn: sqlite3.Connection, prepared: Automatic) -> CaseEventRecord | None:
         """Inside the caller's transaction: the update, its publish and its entry (the
-        entry's detail gains the update's cursor). None when it was stored before."""
+        entry's detail gains the update's cursor). None when it was stored before, or
+        withheld (then only its entry is written)."""
+        if isinstance(prepared, WithheldUpdate):
+            if not prepared.known_cases_only or knows_case(conn, prepared.network, prepared.case):
+                self._audit.write(conn, prepared.entry)
+            return None
         event = prepared.event
         if prepared.known_cases_only and not knows_case(conn, event.network, event.case):
             return None
@@ -278,9 +300,10 @@ class CaseUpdates:
         header: Header,
         payload: BaseModel | None,
         direction: str,
-    ) -> list[PreparedUpdate]:
+    ) -> list[Automatic]:
         """Sign the case updates a sent or received message means for this node's networks
-        (empty when its type triggers none or no network follows its case).
+        (empty when its type triggers none or no network follows its case); withhold them
+        when the message is for its named recipients only (TLP:RED, TLP:AMBER+STRICT).
 
         Never raises: a failure here must not stop the message itself; it is logged as an
         error (`case_update.automatic_failed`) and the message goes without its updates.
@@ -288,10 +311,13 @@ class CaseUpdates:
         if header.type.value not in _TRIGGERS:
             return []
         side: Direction = "sent" if direction == "sent" else "received"
-        prepared: list[PreparedUpdate] = []
+        prepared: list[Automatic] = []
         try:
             for network in self.config.member_networks():
                 if not should_emit(network, header, self.node_id, side):
+                    continue
+                if header.handling.named_recipients_only:
+                    prepared.append(self._withhold(network, header, side))
                     continue
                 if payload is None:
                     payload = validate_payload(
@@ -308,11 +334,41 @@ class CaseUpdates:
         return prepared
 
     def store_automatic(
-        self, conn: sqlite3.Connection, prepared: Sequence[PreparedUpdate]
+        self, conn: sqlite3.Connection, prepared: Sequence[Automatic]
     ) -> list[CaseEventRecord]:
         """Store prepared updates inside the trigger's transaction; returns those stored."""
         stored = [self._store(conn, p) for p in prepared]
         return [record for record in stored if record is not None]
+
+    def _withhold(
+        self, network: NetworkConfig, trigger: Header, direction: Direction
+    ) -> WithheldUpdate:
+        update_id = automatic_update_id(network.name, trigger.id)
+        tlp = trigger.handling.tlp.value
+        _log.info(
+            "case_update.withheld",
+            message_id=str(trigger.id),
+            case=trigger.case,
+            node=self.node_id,
+            network=network.name,
+            tlp=tlp,
+        )
+        entry = EntryFields.build(
+            AuditEvent.REFUSED,
+            actor=AUTOMATIC_ACTOR,
+            message_id=update_id,
+            case=trigger.case,
+            code="handling.restricted",
+            detail={
+                "network": network.name,
+                "trigger": str(trigger.id),
+                "trigger_type": trigger.type.value,
+                "on": direction,
+                "tlp": tlp,
+            },
+        )
+        known_only = network.auto_updates.follow == "known"
+        return WithheldUpdate(network.name, trigger.case, entry, known_only)
 
     def _sign_automatic(
         self, network: NetworkConfig, trigger: Header, update: CaseUpdate, direction: Direction

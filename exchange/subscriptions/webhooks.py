@@ -1,11 +1,13 @@
-"""Webhooks: each case update POSTed to the URLs a network configures, signed with HMAC-SHA256.
+"""Webhooks: each case update POSTed to the URLs a network configures, signed as the
+Standard Webhooks specification says (`webhook_signing`).
 
-The body is the update's JSON view; `X-XB-Timestamp` is the Unix time of the attempt and
-`X-XB-Signature: sha256=<hex>` the HMAC-SHA256, under the webhook's shared secret, of
-`<timestamp>.<body>` (binding the time, so a captured request cannot be replayed later).
-`X-XB-Event-Id` lets the receiver drop repeats: delivery is at least once. A failed
-attempt (no 2xx, timeout, connection error) is retried with exponential backoff and given
-up after `max_tries`; every attempt's outcome is audited.
+The body is the update's JSON view. Delivery is at least once: `webhook-id` (the update's
+id) lets the receiver drop repeats. A failed attempt (no 2xx, timeout, connection error) is
+retried with exponential backoff and given up after `max_tries`; every attempt's outcome is
+audited. An update labelled TLP:RED or TLP:AMBER+STRICT (none is stored any more; one kept
+from before would be) is given up without being sent. Of the target's answer only the
+status and at most `MAX_REPLY_BYTES` are read: a target that answers with an endless body
+costs a few KiB, never the node's memory.
 """
 
 from __future__ import annotations
@@ -13,12 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import hmac
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import aiohttp
@@ -27,52 +26,24 @@ import orjson
 from exchange.audit.entries import AuditEvent, EntryFields
 from exchange.backoff import retry_delay
 from exchange.config import NetworkConfig, WebhookConfig
-from exchange.errors import ConfigError
 from exchange.log import get_logger
 from exchange.model.common import utc_now
 from exchange.storage import case_events
-from exchange.storage.case_records import CaseEventRecord, WebhookJob
+from exchange.storage.case_records import CaseEventRecord, WebhookJob, named_recipients_only
 from exchange.subscriptions.feed import EventFeed
+from exchange.subscriptions.webhook_signing import read_secret, signed_headers
 
 if TYPE_CHECKING:
     from exchange.storage.case_events import CaseEventStore
 
 _log = get_logger(__name__)
 
-SIGNATURE_HEADER = "X-XB-Signature"
-TIMESTAMP_HEADER = "X-XB-Timestamp"
-EVENT_ID_HEADER = "X-XB-Event-Id"
-DELIVERY_HEADER = "X-XB-Delivery"
-MIN_SECRET_BYTES = 16
-DEFAULT_TOLERANCE_SECONDS = 300
 IDLE_POLL_SECONDS = 1.0
 BATCH = 64
+MAX_REPLY_BYTES = 4096
+"""The most of a target's reply that is read (the rest is never taken off the socket)."""
 
 Outcome = Literal["delivered", "retry", "gave-up"]
-
-
-def signature(secret: bytes, timestamp: str, body: bytes) -> str:
-    """The `X-XB-Signature` value: `sha256=` + hex HMAC-SHA256 of `<timestamp>.<body>`."""
-    mac = hmac.new(secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256)
-    return f"sha256={mac.hexdigest()}"
-
-
-def verify_signature(
-    secret: bytes,
-    body: bytes,
-    headers: Mapping[str, str],
-    *,
-    now: float | None = None,
-    tolerance: float = DEFAULT_TOLERANCE_SECONDS,
-) -> bool:
-    """What a webhook receiver checks: the HMAC over timestamp and body, and a fresh time."""
-    timestamp = headers.get(TIMESTAMP_HEADER, "")
-    given = headers.get(SIGNATURE_HEADER, "")
-    if not timestamp.isdigit():
-        return False
-    if abs((time.time() if now is None else now) - int(timestamp)) > tolerance:
-        return False
-    return hmac.compare_digest(given, signature(secret, timestamp, body))
 
 
 def webhook_key(network: str, url: str) -> str:
@@ -80,25 +51,14 @@ def webhook_key(network: str, url: str) -> str:
     return f"{network}:{hashlib.sha256(url.encode()).hexdigest()[:16]}"
 
 
-def read_secret(path: Path) -> bytes:
-    """The shared secret in `path` (surrounding whitespace removed); ConfigError if weak."""
-    try:
-        secret = path.read_bytes().strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the webhook secret {path}: {exc.strerror}") from None
-    if len(secret) < MIN_SECRET_BYTES:
-        raise ConfigError(f"the webhook secret in {path} is shorter than {MIN_SECRET_BYTES} bytes")
-    return secret
-
-
 @dataclass(frozen=True, slots=True)
 class Webhook:
-    """A configured webhook with its secret loaded."""
+    """A configured webhook with its secrets loaded, newest first."""
 
     key: str
     network: str
     config: WebhookConfig
-    secret: bytes
+    secrets: tuple[bytes, ...]
 
     def wants(self, network: str, case: str) -> bool:
         return network == self.network and (not self.config.cases or case in self.config.cases)
@@ -113,8 +73,21 @@ def load_webhooks(networks: Sequence[NetworkConfig]) -> dict[str, Webhook]:
     for network in networks:
         for config in network.webhooks:
             key = webhook_key(network.name, config.url)
-            hooks[key] = Webhook(key, network.name, config, read_secret(config.secret_path))
+            keys = tuple(read_secret(path) for path in config.secret_paths)
+            hooks[key] = Webhook(key, network.name, config, keys)
     return hooks
+
+
+async def read_reply(response: aiohttp.ClientResponse, limit: int = MAX_REPLY_BYTES) -> bytes:
+    """At most `limit` bytes of the reply's body. Leaving the rest unread makes aiohttp close
+    the connection instead of reusing it, so a huge reply is never taken off the socket."""
+    taken = bytearray()
+    while len(taken) < limit:
+        chunk = await response.content.read(limit - len(taken))
+        if not chunk:
+            break
+        taken += chunk
+    return bytes(taken)
 
 
 def _public_url(url: str) -> str:
@@ -187,6 +160,11 @@ class WebhookWorker:
         if hook is None:
             await self._settle(job, None, "gave-up", "the webhook is no longer configured", now)
             return
+        if named_recipients_only(job.record.envelope):
+            # Stored before such updates were refused at the door: never sent out.
+            reason = "handling.restricted: a TLP:RED or TLP:AMBER+STRICT update is not sent"
+            await self._settle(job, hook, "gave-up", reason, now)
+            return
         error = await self._post(hook, job.record)
         if error is None:
             await self._settle(job, hook, "delivered", None, utc_now())
@@ -199,13 +177,9 @@ class WebhookWorker:
         """None when the target answered 2xx, else why not."""
         assert self._session is not None
         body = orjson.dumps(record.view())
-        timestamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",
-            TIMESTAMP_HEADER: timestamp,
-            SIGNATURE_HEADER: signature(hook.secret, timestamp, body),
-            EVENT_ID_HEADER: str(record.id),
-            DELIVERY_HEADER: f"{hook.key}/{record.cursor}",
+            **signed_headers(hook.secrets, str(record.id), body),
         }
         try:
             async with self._session.post(
@@ -215,7 +189,7 @@ class WebhookWorker:
                 timeout=aiohttp.ClientTimeout(total=hook.config.timeout_seconds),
                 allow_redirects=False,
             ) as response:
-                await response.read()
+                await read_reply(response)
                 if 200 <= response.status < 300:
                     return None
                 return f"HTTP {response.status}"

@@ -30,8 +30,10 @@ HTTP_CASES = load_cases("http")
 
 @contextlib.asynccontextmanager
 async def open_target(root: Path) -> AsyncIterator[HttpTarget]:
-    """A fresh network on disk and its AL-ARO gateway, HTTP only (no relay)."""
-    network = init_network_dir(root / "net", [NODE, "RS-PPO", "MD-ARO"], bus="memory")
+    """A fresh network on disk and its AL-ARO gateway, HTTP only (no relay); AL-ARO is a
+    member of the prosecutor network see-pcn."""
+    nodes = [NODE, "RS-PPO", "MD-ARO"]
+    network = init_network_dir(root / "net", nodes, bus="memory", networks={"see-pcn": nodes})
     config = network.config(NODE, environ={"EXCHANGE_DATA_DIR": str(root / "data")})
     app = create_app(config, start_relay=False)
     async with TestClient(TestServer(app)) as client:
@@ -57,7 +59,7 @@ async def test_the_bodies_that_cases_edit_are_accepted_as_they_are(tmp_path: Pat
         types = {c.doc["request"].get("submission_type", "asset-inquiry") for c in HTTP_CASES}
         types.discard(
             "case-update"
-        )  # only a member of a network may send one; this node is in none
+        )  # only a member of a network may send one; the base body names see-arn
         for message_type in sorted(types):
             response = await fresh.client.post(
                 "/v1/messages",

@@ -1,13 +1,13 @@
 """Webhooks: a member's gateway POSTs each case update it receives to the URLs its network
-configures, signed with HMAC-SHA256; a failing target is retried with backoff and given up
-after `max_tries`; every attempt is audited. The target here is a local aiohttp server that
-checks each signature as a real receiver would.
+configures, signed as the Standard Webhooks specification says; a failing target is retried
+with backoff and given up after `max_tries`; every attempt is audited. The target here is a
+local aiohttp server that checks each signature with the `standardwebhooks` package, as a
+real receiver would.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+import standardwebhooks
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from http_helpers import submission
@@ -22,7 +23,7 @@ from networks import DemoNetworks
 
 from exchange.demo.runner import DemoNetwork
 from exchange.gateway import keys
-from exchange.subscriptions.webhooks import EVENT_ID_HEADER, verify_signature
+from exchange.subscriptions.webhook_signing import new_secret
 
 pytestmark = pytest.mark.integration
 
@@ -37,19 +38,21 @@ class Target:
     """The webhook receiver: `/ok` always accepts, `/flaky` fails twice per update first,
     `/down` always fails. Every request's signature is checked."""
 
-    secret: bytes
+    secret: str
     accepted: dict[str, list[str]] = field(default_factory=lambda: {"ok": [], "flaky": []})
     attempts: Counter[tuple[str, str]] = field(default_factory=Counter)
     bad_signatures: int = 0
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        if not verify_signature(self.secret, body, request.headers):
+        try:
+            update = standardwebhooks.Webhook(self.secret).verify(body, dict(request.headers))
+        except standardwebhooks.WebhookVerificationError:
             self.bad_signatures += 1
             return web.Response(status=401)
         name = request.match_info["name"]
-        update = orjson.loads(body)
-        assert update["id"] == request.headers[EVENT_ID_HEADER]
+        assert update == orjson.loads(body)
+        assert update["id"] == request.headers["webhook-id"]
         self.attempts[name, update["id"]] += 1
         if name == "down" or (
             name == "flaky" and self.attempts[name, update["id"]] <= FLAKY_FAILURES
@@ -61,9 +64,7 @@ class Target:
 
 @pytest.fixture
 async def target() -> AsyncIterator[tuple[Target, TestServer]]:
-    # secrets are text files (the gateway strips surrounding whitespace, as a trailing
-    # newline would otherwise become part of the key), so random *bytes* would be wrong here
-    receiver = Target(secrets.token_hex(32).encode())
+    receiver = Target(new_secret())
     app = web.Application()
     app.router.add_post("/hooks/{name}", receiver.handle)
     server = TestServer(app)
@@ -78,8 +79,8 @@ async def net(
 ) -> AsyncIterator[DemoNetwork]:
     receiver, server = target
     layout = demo_networks.layout(MEMBERS, networks={NETWORK: MEMBERS})
-    (layout.directory / "hook.secret").write_bytes(receiver.secret)
-    (layout.directory / "wrong.secret").write_bytes(secrets.token_hex(32).encode())
+    (layout.directory / "hook.secret").write_text(receiver.secret + "\n")
+    (layout.directory / "wrong.secret").write_text(new_secret() + "\n")
     hooks = [("ok", "hook.secret", 3), ("flaky", "hook.secret", 5), ("down", "hook.secret", 3)]
     hooks.append(("ok?as=impostor", "wrong.secret", 2))  # a secret the receiver does not hold
     config = layout.nodes["RS-PPO"].config_path
@@ -87,7 +88,7 @@ async def net(
         for name, secret, tries in hooks:
             toml.write(
                 f'\n[[networks.webhooks]]\nurl = "{server.make_url("/hooks/" + name)}"\n'
-                f'secret_path = "{secret}"\nmax_tries = {tries}\n'
+                f'secret_paths = ["{secret}"]\nmax_tries = {tries}\n'
                 "retry_min_seconds = 0.05\nretry_max_seconds = 0.2\ntimeout_seconds = 5\n"
             )
     async with demo_networks.running(layout) as network:

@@ -125,7 +125,7 @@ def test_verify_reports_each_refusal_with_its_code(
     assert code == 1 and err.startswith("cert.untrusted")
 
     code, _, err = run([*verify, "--cert", net / "AL-ARO.pem"], b'{"header": 1}')
-    assert code == 2 and err.startswith("envelope.malformed")
+    assert code == 1 and err.startswith("envelope.malformed")  # a verdict on the envelope
 
     code, out, _ = run(["pki", "revoke", net, "AL-ARO"])
     assert code == 0 and b"revoked AL-ARO certificate" in out
@@ -166,3 +166,24 @@ def test_pki_issue_rotates_and_init_refuses_an_existing_network(
 
     code, _, err = run(["pki", "issue", fresh_pki_dir, "al-aro"])
     assert code == 2 and "not a node id" in err
+
+
+@pytest.mark.parametrize(
+    "document",
+    [b'{"header": 1}', b"[1, 2]", b'"an envelope"', b'{"header": {}, "payload": {}, "x": 1}'],
+)
+def test_verify_judges_json_that_is_no_envelope_malformed_with_exit_1(
+    pki_dir: Path, run: Any, document: bytes
+) -> None:
+    verify = ["envelope", "verify", "--ca", pki_dir / "ca.pem", "--cert", pki_dir / "AL-ARO.pem"]
+    code, out, err = run(verify, document)
+    assert (code, out) == (1, b"") and err.startswith("envelope.malformed")
+
+
+@pytest.mark.parametrize("unreadable", [b"", b"{not json", b"\xff\xfe", b'{"header": '])
+def test_verify_calls_input_that_is_not_json_bad_usage_with_exit_2(
+    pki_dir: Path, run: Any, unreadable: bytes
+) -> None:
+    verify = ["envelope", "verify", "--ca", pki_dir / "ca.pem", "--cert", pki_dir / "AL-ARO.pem"]
+    code, out, err = run(verify, unreadable)
+    assert (code, out) == (2, b"") and "not JSON" in err

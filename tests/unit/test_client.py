@@ -16,19 +16,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from uuid import uuid4
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
 from exchange.audit.checkpoints import check_checkpoint
 from exchange.audit.merkle import leaf_hash, verify_consistency, verify_inclusion
+from exchange.audit.merkle import root as merkle_root
+from exchange.audit.redaction import member_digest, restore_entry
 from exchange.client import GatewayClient, GatewayUnreachable, ProblemError
 from exchange.crypto.verify import TrustStore
 from exchange.errors import ExchangeError
-from exchange.gateway.api_models import SubmitMessage
+from exchange.gateway.api_models import RedactedEnvelope, SubmitMessage
 from exchange.gateway.app import create_app
 from exchange.model.case_update import CaseUpdate
 from exchange.model.common import HandlingCode, MessageType, Priority, Tlp
-from exchange.model.envelope import Handling
+from exchange.model.envelope import Envelope, Handling
 from exchange.network import NetworkLayout, init_network_dir
 from exchange.transport.memory import MemoryBroker, MemoryBus
 from exchange.transport.topology import Topology
@@ -199,9 +202,13 @@ async def test_an_auditor_gets_a_checkpoint_and_proofs_that_verify(nodes: Nodes)
         assert [e.index for e in page.items] == list(range(len(page.items)))
         assert page.items[0].event == "accepted"
         size = checkpoint.size
-        proof = await auditor.inclusion_proof(1, size)
-        assert proof.leaf == leaf_hash(page.items[1].body)
-        assert verify_inclusion(1, size, proof.leaf, proof.path, checkpoint.root_hash)
+        assert merkle_root(page.leaf_hashes[:size]) == checkpoint.root_hash
+        for index in (0, 1):  # 0 kept the payload (redacted here), 1 did not
+            proof = await auditor.inclusion_proof(index, size)
+            assert proof.leaf == page.leaf_hashes[index]
+            assert verify_inclusion(index, size, proof.leaf, proof.path, checkpoint.root_hash)
+        assert 0 in page.redacted and 1 not in page.redacted
+        assert page.leaf_hashes[1] == leaf_hash(page.items[1].body)  # the bytes themselves
         growth = await auditor.consistency_proof(1, size)
         assert growth.new_root == checkpoint.root_hash
         assert verify_consistency(1, size, growth.path, growth.old_root, growth.new_root)
@@ -209,6 +216,55 @@ async def test_an_auditor_gets_a_checkpoint_and_proofs_that_verify(nodes: Nodes)
         assert all(cp.node == "RS-PPO" for cp in peers)
         for cp in peers:
             check_checkpoint(cp, trust)
+
+
+async def test_an_auditor_sees_headers_digests_receipts_and_proofs_but_no_payload(
+    nodes: Nodes,
+) -> None:
+    sent = inquiry()
+    secret = sent.payload["contact"]["name"]  # a person named in the payload
+    async with nodes.client("AL-ARO") as sender:
+        view = await sender.wait_settled((await sender.submit(sent)).id, within=10)
+        assert isinstance(view.envelope, Envelope) and view.envelope.payload == sent.payload
+    reads = [
+        ("AL-ARO", f"/v1/messages/{view.id}"),
+        ("RS-PPO", "/v1/inbox"),
+        ("RS-PPO", f"/v1/inbox/{view.id}"),
+        ("AL-ARO", "/v1/audit/entries?limit=1000"),
+        ("RS-PPO", "/v1/audit/entries?limit=1000"),
+    ]
+    for node, path in reads:
+        async with nodes.client(node, "auditor") as auditor:
+            status, answer = await auditor.request("GET", path)
+        assert status == 200 and secret not in json.dumps(answer, ensure_ascii=False), path
+    digest = member_digest(sent.payload)
+    async with nodes.client("AL-ARO", "auditor") as auditor:
+        seen = await auditor.message(view.id)
+        assert isinstance(seen.envelope, RedactedEnvelope)
+        assert seen.envelope.header == view.envelope.header  # the header, whole
+        assert seen.envelope.withheld == {"payload": digest}
+        assert seen.digest == view.digest
+        (delivery,) = seen.deliveries  # the receipt, whole and signed: proof of receipt
+        assert delivery.receipt is not None and isinstance(delivery.receipt.envelope, Envelope)
+        page = await auditor.audit_entries(0, 1000)
+    async with nodes.client("RS-PPO", "auditor") as auditor:
+        (item,) = (await auditor.inbox()).items
+        assert isinstance(item.envelope, RedactedEnvelope)
+        assert item.envelope.withheld == {"payload": digest}
+    # the accepted entry, redacted: whoever holds the payload restores the hashed bytes
+    accepted = page.items[0]
+    assert accepted.envelope is not None and "payload" not in accepted.envelope
+    restored = restore_entry(orjson.loads(accepted.body), {"payload": sent.payload})
+    assert leaf_hash(restored) == page.leaf_hashes[0]
+    with pytest.raises(ValueError, match="digest differs"):
+        restore_entry(orjson.loads(accepted.body), {"payload": {**sent.payload, "x": 1}})
+    # a role that may read payloads gets the bytes themselves
+    async with nodes.client("AL-ARO", "admin") as admin:
+        full = await admin.audit_entries(0, 1000)
+    assert full.redacted == frozenset() and full.items[0].envelope is not None
+    assert full.items[0].envelope["payload"] == sent.payload
+    assert [leaf_hash(e.body) for e in full.items] == full.leaf_hashes
+    assert full.leaf_hashes[: len(page.items)] == page.leaf_hashes
 
 
 async def test_operations_routes_and_a_gateway_that_does_not_answer(nodes: Nodes) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -64,7 +65,12 @@ def signer_of(network: NetworkLayout, node: str) -> NodeSigner:
 
 
 def message(
-    network: NetworkLayout, type_: str, payload: dict[str, Any], sender: str, recipient: str
+    network: NetworkLayout,
+    type_: str,
+    payload: dict[str, Any],
+    sender: str,
+    recipient: str,
+    tlp: str = "AMBER",
 ) -> dict[str, Any]:
     header = Header.model_validate(
         {
@@ -77,7 +83,7 @@ def message(
             "in_reply_to": uuid.uuid4(),
             "created_at": utc_now(),
             "priority": "normal",
-            "handling": {"tlp": "AMBER", "code": "H2"},
+            "handling": {"tlp": tlp, "code": "H2"},
         }
     )
     return signer_of(network, sender).sign_envelope(header, payload)
@@ -100,7 +106,9 @@ class Node:
     def service(self) -> CaseUpdates:
         return self.app[CASE_UPDATES]
 
-    async def submit(self, type_: str, payload: dict[str, Any], recipient: str) -> uuid.UUID:
+    async def submit(
+        self, type_: str, payload: dict[str, Any], recipient: str, tlp: str = "AMBER"
+    ) -> uuid.UUID:
         """POST /v1/messages; the id of the message, once answered 202."""
         body = {
             "type": type_,
@@ -108,7 +116,7 @@ class Node:
             "case": CASE,
             "in_reply_to": str(uuid.uuid4()),
             "priority": "normal",
-            "handling": {"tlp": "AMBER", "code": "H2"},
+            "handling": {"tlp": tlp, "code": "H2"},
             "payload": payload,
         }
         headers = {"Authorization": f"Bearer {self.tokens['contact-point']}"}
@@ -247,6 +255,49 @@ async def test_a_sent_freeze_decision_becomes_one_signed_frozen_update_for_the_n
     accepted = [e for e in entries if e.event == "accepted"]
     assert [e.message_id for e in accepted][-1] == str(decision_id)
     assert accepted[-1].index + 1 == signed.index  # written together, in one transaction
+
+
+def withheld_entries(entries: list[AuditEntry]) -> list[AuditEntry]:
+    return [e for e in entries if (e.event, e.code) == ("refused", "handling.restricted")]
+
+
+async def test_a_tlp_red_freeze_decision_sent_to_one_node_reaches_no_one_else(
+    network: NetworkLayout, open_node: Opener
+) -> None:
+    rs = await open_node("RS-PPO")
+    await follow(rs, network)
+    with structlog.testing.capture_logs() as logs:
+        decision_id = await rs.submit("freeze-decision", EXECUTED, "AL-ARO", tlp="RED")
+    assert await rs.automatic() == []  # no update, so no amounts for the network
+    assert await rs.owed() == [(str(decision_id), "message", "AL-ARO")]  # only to AL-ARO
+    (withheld,) = withheld_entries(await rs.entries())
+    assert withheld.message_id == str(automatic_update_id("see-pcn", decision_id))
+    assert withheld.actor == "gateway" and withheld.detail is not None
+    assert withheld.detail["trigger"] == str(decision_id) and withheld.detail["tlp"] == "RED"
+    assert withheld.envelope is None  # the entry names the update; it holds nothing of it
+    (line,) = [e for e in logs if e["event"] == "case_update.withheld"]
+    assert (line["message_id"], line["network"], line["tlp"]) == (
+        str(decision_id),
+        "see-pcn",
+        "RED",
+    )
+
+
+async def test_a_received_amber_strict_answer_from_an_outsider_is_not_passed_on(
+    network: NetworkLayout, open_node: Opener
+) -> None:
+    al = await open_node("AL-ARO", follow="all")
+    strict = message(network, "asset-inquiry-response", PARTIAL, "KZ-ARC", "AL-ARO", "AMBER+STRICT")
+    assert await al.receive(strict) == ACK  # stored for AL-ARO, its named recipient
+    assert [str(r.id) for r in await al.app[keys.STORE].inbox_page(0, 10)] == [
+        strict["header"]["id"]
+    ]
+    assert await al.automatic() == []
+    assert [kind for _, kind, _ in await al.owed()] == ["receipt"]
+    (withheld,) = withheld_entries(await al.entries())
+    assert withheld.detail is not None and withheld.detail["on"] == "received"
+    assert await al.receive(strict) == ACK  # a redelivery withholds nothing twice
+    assert len(withheld_entries(await al.entries())) == 1
 
 
 async def test_preparing_a_messages_updates_again_stores_nothing_twice(

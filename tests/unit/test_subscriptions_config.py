@@ -3,6 +3,7 @@ signatures as a receiver checks them; SSE frames on the wire."""
 
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from exchange.cli import main
 from exchange.config import NodeConfig
 from exchange.errors import ConfigError, ExchangeError
 from exchange.network import NetworkLayout, init_network_dir
-from exchange.subscriptions import sse, webhooks
+from exchange.subscriptions import sse, webhook_signing
 
 NODES = ["AL-ARO", "RS-PPO", "MD-ARO", "KZ-ARC"]
 
@@ -62,23 +63,23 @@ def write_config(tmp_path: Path, networks: str) -> Path:
     path = tmp_path / "node.toml"
     path.write_text(
         'node_id = "AL-ARO"\nnetwork = "see-arn"\ndata_dir = "data"\nkey_path = "k"\n'
-        'cert_path = "c"\nca_path = "ca"\ncerts_dir = "."\n'
+        'cert_path = "c"\nca_path = "ca"\ncrl_path = "crl"\ncerts_dir = "."\n'
         'nodes = ["AL-ARO", "RS-PPO", "MD-ARO"]\n' + networks
     )
     return path
 
 
-def test_webhooks_load_with_their_secret_path_relative_to_the_file(tmp_path: Path) -> None:
+def test_webhooks_load_with_their_secret_paths_relative_to_the_file(tmp_path: Path) -> None:
     path = write_config(
         tmp_path,
         '[[networks]]\nname = "see-pcn"\nmembers = ["AL-ARO", "RS-PPO"]\ncases = ["C-1"]\n'
         '[networks.auto_updates]\nfollow = "all"\n'
-        '[[networks.webhooks]]\nurl = "https://hooks.example/x"\nsecret_path = "hook.secret"\n'
-        "max_tries = 3\n",
+        '[[networks.webhooks]]\nurl = "https://hooks.example/x"\n'
+        'secret_paths = ["new.secret", "/etc/old.secret"]\nmax_tries = 3\n',
     )
     config = NodeConfig.load(path, environ={})
     (hook,) = config.networks[0].webhooks
-    assert hook.secret_path == tmp_path / "hook.secret"
+    assert hook.secret_paths == (tmp_path / "new.secret", Path("/etc/old.secret"))
     assert hook.max_tries == 3 and config.networks[0].cases == ("C-1",)
     assert config.networks[0].auto_updates.follow == "all"
     # case updates live in the node's one database, beside its messages and audit log
@@ -98,8 +99,18 @@ def test_webhooks_load_with_their_secret_path_relative_to_the_file(tmp_path: Pat
         ('[[networks]]\nname = "x"\nmembers = ["AL-ARO", "RS-PPO"]\nevents = ["x"]\n', "events"),
         (
             '[[networks]]\nname = "x"\nmembers = ["AL-ARO", "RS-PPO"]\n'
-            '[[networks.webhooks]]\nurl = "ftp://x"\nsecret_path = "s"\n',
+            '[[networks.webhooks]]\nurl = "ftp://x"\nsecret_paths = ["s"]\n',
             "url",
+        ),
+        (
+            '[[networks]]\nname = "x"\nmembers = ["AL-ARO", "RS-PPO"]\n'
+            '[[networks.webhooks]]\nurl = "https://x.example/"\nsecret_paths = []\n',
+            "secret_paths",
+        ),
+        (
+            '[[networks]]\nname = "x"\nmembers = ["AL-ARO", "RS-PPO"]\n'
+            '[[networks.webhooks]]\nurl = "https://x.example/"\nsecret_path = "s"\n',
+            "secret_path became secret_paths",
         ),
     ],
 )
@@ -110,30 +121,68 @@ def test_bad_networks_are_refused_naming_the_problem(
         NodeConfig.load(write_config(tmp_path, networks), environ={})
 
 
-def test_a_webhook_signature_verifies_only_for_its_body_secret_and_time() -> None:
-    secret = b"s" * 32
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://hooks.example/x",
+        "http://10.0.0.7:8080/x",
+        "http://127.0.0.1.nip.io/x",
+        "http://[::ffff:10.0.0.1]/x",
+    ],
+)
+def test_a_plain_http_webhook_outside_loopback_is_refused_at_start(
+    tmp_path: Path, url: str
+) -> None:
+    hook = f'[[networks.webhooks]]\nurl = "{url}?token=t"\nsecret_paths = ["s"]\n'
+    networks = '[[networks]]\nname = "x"\nmembers = ["AL-ARO", "RS-PPO"]\n' + hook
+    with pytest.raises(ConfigError, match=r"plain http:// .* not loopback") as refused:
+        NodeConfig.load(write_config(tmp_path, networks), environ={})
+    assert "token=" not in str(refused.value)  # the query may carry a credential
+    opted_in = write_config(tmp_path, networks + "insecure_http = true\n")
+    assert NodeConfig.load(opted_in, environ={}).networks[0].webhooks[0].insecure_http
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:9000/x", "http://localhost/x", "http://[::1]:80/x", "https://a.example"],
+)
+def test_https_and_loopback_webhooks_need_no_opt_in(tmp_path: Path, url: str) -> None:
+    hook = f'[[networks.webhooks]]\nurl = "{url}"\nsecret_paths = ["s"]\n'
+    networks = '[[networks]]\nname = "x"\nmembers = ["AL-ARO", "RS-PPO"]\n' + hook
+    assert NodeConfig.load(write_config(tmp_path, networks), environ={}).networks[0].webhooks
+
+
+def test_a_webhook_signature_verifies_only_for_its_id_body_secret_and_time() -> None:
+    new, old = b"n" * 32, b"o" * 32
     body = b'{"id":"1"}'
-    stamp = str(int(time.time()))
-    headers = {
-        webhooks.TIMESTAMP_HEADER: stamp,
-        webhooks.SIGNATURE_HEADER: webhooks.signature(secret, stamp, body),
-    }
-    assert headers[webhooks.SIGNATURE_HEADER].startswith("sha256=")
-    assert webhooks.verify_signature(secret, body, headers)
-    assert not webhooks.verify_signature(secret, body + b" ", headers)  # altered body
-    assert not webhooks.verify_signature(b"t" * 32, body, headers)  # another secret
-    assert not webhooks.verify_signature(secret, body, headers, now=time.time() + 3600)  # replay
-    assert not webhooks.verify_signature(secret, body, {**headers, webhooks.TIMESTAMP_HEADER: "x"})
+    headers = webhook_signing.signed_headers([new, old], "msg_1", body)
+    assert headers[webhook_signing.SIGNATURE_HEADER].count("v1,") == 2  # one per secret
+    assert webhook_signing.verify(new, body, headers)
+    assert webhook_signing.verify(old, body, headers)  # a receiver not rotated yet
+    assert not webhook_signing.verify(new, body + b" ", headers)  # altered body
+    assert not webhook_signing.verify(b"t" * 32, body, headers)  # another secret
+    assert not webhook_signing.verify(new, body, {**headers, "webhook-id": "msg_2"})  # other id
+    later = time.time() + 3600
+    assert not webhook_signing.verify(new, body, headers, now=later)  # replayed an hour later
+    assert not webhook_signing.verify(new, body, {**headers, "webhook-timestamp": "x"})
 
 
-def test_a_weak_or_missing_webhook_secret_is_a_config_error(tmp_path: Path) -> None:
+def test_a_webhook_secret_must_be_a_standard_webhooks_secret(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
-        webhooks.read_secret(tmp_path / "missing")
-    (tmp_path / "short").write_bytes(b"short\n")
-    with pytest.raises(ConfigError, match="shorter than 16"):
-        webhooks.read_secret(tmp_path / "short")
-    (tmp_path / "ok").write_bytes(b"0123456789abcdef0123\n")
-    assert webhooks.read_secret(tmp_path / "ok") == b"0123456789abcdef0123"
+        webhook_signing.read_secret(tmp_path / "missing")
+    bad = {
+        "hex": ("0123456789abcdef" * 4, "does not start with whsec_"),
+        "short": ("whsec_" + base64.b64encode(b"x" * 16).decode(), "holds 16 bytes"),
+        "junk": ("whsec_not base64!", "not base64"),
+        "binary": ("\xff\xfe", "does not start with whsec_"),
+    }
+    for name, (text, message) in bad.items():
+        (tmp_path / name).write_text(text, encoding="latin-1")
+        with pytest.raises(ConfigError, match=message):
+            webhook_signing.read_secret(tmp_path / name)
+    secret = webhook_signing.new_secret()
+    (tmp_path / "ok").write_text(secret + "\n")
+    assert webhook_signing.read_secret(tmp_path / "ok") == base64.b64decode(secret[6:])
 
 
 async def test_sse_frames_round_trip_through_the_parser() -> None:

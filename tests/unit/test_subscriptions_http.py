@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ from exchange.gateway.app import create_app
 from exchange.gateway.keys import CASE_UPDATES
 from exchange.model.common import utc_now
 from exchange.network import NetworkLayout
+from exchange.storage.case_events import insert_event
+from exchange.storage.case_records import NewCaseEvent
 from exchange.storage.outbox import FANOUT, Outbox
 from exchange.subscriptions.sse import parse_events
 
@@ -270,6 +273,30 @@ async def test_bad_parameters_are_problems(member: Gateway, query: str) -> None:
     response = await member.get(f"/v1/subscriptions/events?{query}")
     assert response.status == 400
     assert (await response.json())["code"] == "request.bad_parameter"
+
+
+@pytest.mark.parametrize("tlp", ["RED", "AMBER+STRICT"])
+async def test_a_restricted_update_is_refused_and_one_kept_from_before_is_never_handed_out(
+    member: Gateway, tlp: str
+) -> None:
+    refused = await member.post({**update(), "handling": {"tlp": tlp, "code": "H2"}})
+    assert refused.status == 422 and (await refused.json())["code"] == "handling.restricted"
+    # one stored by an earlier version, before such updates were refused at the door
+    header = {"id": str(uuid.uuid4()), "handling": {"tlp": tlp, "code": "H2"}}
+    payload = {"case": CASE, "network": NETWORK, "event": "frozen", "summary": "EUR 4,000,000"}
+    now = utc_now()
+    old = NewCaseEvent(
+        uuid.UUID(header["id"]), NETWORK, CASE, "frozen", "RS-PPO", "in", "f" * 64, now, now,
+        json.dumps({"header": header, "payload": payload}).encode(),
+    )  # fmt: skip
+    await member.app[keys.DATABASE].call(lambda conn: insert_event(conn, old))
+    (shared,) = await publish(member, 1)
+    page = await (await member.get("/v1/subscriptions/events")).json()
+    assert [item["id"] for item in page["items"]] == [shared] and page["next"] == 2
+    ((_, item),) = await read_sse(member, 1)
+    assert item["id"] == shared
+    handed = [e.message_id for e in await member.audit() if e.event == "subscription-delivered"]
+    assert header["id"] not in handed
 
 
 # --- the SSE stream -----------------------------------------------------------------------------
