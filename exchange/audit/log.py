@@ -42,6 +42,7 @@ from exchange.errors import ConfigError
 from exchange.log import get_logger
 from exchange.model.common import utc_now
 from exchange.storage.sqlite_thread import SqliteThread
+from exchange.tasks import cancel_and_wait
 
 _Row = tuple[int, bytes, bytes]
 _Subtree = tuple[int, int, bytes]
@@ -234,10 +235,7 @@ class AuditLog:
         is closed; a shared one is left to its owner."""
         if self._closing:
             return
-        if self._timer is not None:
-            self._timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer
+        await cancel_and_wait(self._timer)
         if self._db.is_open:
             with contextlib.suppress(Exception):  # a broken disk: the entries are durable
                 await self._db.call(self._checkpoint_now)

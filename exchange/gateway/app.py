@@ -11,7 +11,6 @@ counts instead of writing each (`refusals`), the bus, the case updates
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -47,6 +46,7 @@ from exchange.storage.messages import MessageStore
 from exchange.storage.schema import setup_schema as setup_node_schema
 from exchange.storage.sqlite_thread import SqliteThread
 from exchange.subscriptions.service import CaseUpdates
+from exchange.tasks import cancel_and_wait
 from exchange.transport.amqp import AmqpBus
 from exchange.transport.bus import Bus
 from exchange.transport.memory import MemoryBus
@@ -191,9 +191,7 @@ async def _refusals_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        timer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await timer
+        await cancel_and_wait(timer)
         await refusals.flush(audit)
 
 
@@ -310,10 +308,7 @@ def _relay_ctx(start_relay: bool) -> Callable[[web.Application], AsyncIterator[N
                 starter = asyncio.create_task(_keep_connecting(app, bus, relay), name="connect")
             yield
         finally:
-            if starter is not None:
-                starter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await starter
+            await cancel_and_wait(starter)
             await relay.stop()
 
     return ctx

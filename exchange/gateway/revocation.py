@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 from typing import Any
 
 from cryptography import x509
@@ -27,6 +26,7 @@ from exchange.errors import ExchangeError
 from exchange.log import get_logger
 from exchange.storage import node_meta
 from exchange.storage.sqlite_thread import SqliteThread
+from exchange.tasks import cancel_and_wait
 
 CHECK_SECONDS = 1.0
 
@@ -84,11 +84,8 @@ class Revocation:
         self._task = asyncio.create_task(self._watch(), name="crl-watch")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _watch(self) -> None:
         while True:

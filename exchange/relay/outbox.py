@@ -13,7 +13,6 @@ the later ones, on its retry).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from uuid import uuid4
@@ -24,6 +23,7 @@ from exchange.log import get_logger
 from exchange.metrics import Metrics
 from exchange.model.common import utc_now
 from exchange.storage.outbox import Outbox, OutboxItem
+from exchange.tasks import cancel_and_wait
 from exchange.transport.bus import Bus, Outgoing, PublishError
 
 _log = get_logger(__name__)
@@ -84,11 +84,8 @@ class OutboxPublisher:
     async def stop(self) -> None:
         self._stopping = True
         self._wakeup.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     def wake(self) -> None:
         """New rows are committed: publish them now."""

@@ -13,7 +13,6 @@ costs a few KiB, never the node's memory.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from exchange.storage import case_events
 from exchange.storage.case_records import CaseEventRecord, WebhookJob, named_recipients_only
 from exchange.subscriptions.feed import EventFeed
 from exchange.subscriptions.webhook_signing import read_secret, signed_headers
+from exchange.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from exchange.storage.case_events import CaseEventStore
@@ -119,11 +119,8 @@ class WebhookWorker:
         self._task = asyncio.create_task(self._loop(), name="webhook-worker")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._session is not None:
             await self._session.close()
             self._session = None
