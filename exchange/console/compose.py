@@ -22,6 +22,7 @@ from multidict import MultiDictProxy
 
 from exchange.console.messages import SENDABLE
 from exchange.console.schema_form import (
+    Field,
     FormBuilder,
     attach_errors,
     edit_list,
@@ -69,7 +70,9 @@ def _context(
     placed = attach_errors(
         [payload, *_envelope_fields()], [(pointer_to_path(e.path), e.message) for e in errors]
     )
-    networks = [n for n in config.member_networks()]
+    networks = list(config.member_networks())
+    if kind == MessageType.CASE_UPDATE.value:
+        _offer_networks(payload, [n.name for n in networks])
     return {
         "title": f"Compose: {kind}",
         "kind": kind,
@@ -88,10 +91,17 @@ def _context(
     }
 
 
+def _offer_networks(payload: Field, names: list[str]) -> None:
+    """A case update's network: one of this node's, chosen from a list."""
+    for field in payload.walk():
+        if field.path == "payload.network":
+            field.kind, field.options, field.datalist = "select", tuple(names), None
+            if field.value is None and len(names) == 1:
+                field.value = names[0]
+
+
 def _envelope_fields() -> list[Any]:
     """The message's own fields as targets of field errors (the template draws them)."""
-    from exchange.console.schema_form import Field
-
     names = ("recipients", "case", "in_reply_to", "priority", "handling.tlp", "handling.code")
     return [Field("text", name, name) for name in (*names, "handling", "expires_at", "type")]
 

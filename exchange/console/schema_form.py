@@ -66,6 +66,7 @@ class Field:
     required: bool = False
     value: Any = None
     options: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()  # select: what each option says, when not its value
     maxlength: int | None = None
     placeholder: str | None = None
     datalist: str | None = None  # text: the id of the datalist of its values
@@ -216,7 +217,7 @@ class FormBuilder:
             return self._group(resolved, path, label, hint, required, value)
         if kind == "array":
             return self._list(resolved, path, name, label, hint, required, value)
-        return self._scalar(resolved, path, label, hint, required, value)
+        return self._scalar(resolved, path, label, hint, required, value, nullable)
 
     def _group(
         self,
@@ -305,6 +306,7 @@ class FormBuilder:
         hint: str | None,
         required: bool,
         value: Any,
+        nullable: bool = False,
     ) -> Field:
         kind = schema.get("type")
         text = None if value is None else value
@@ -318,6 +320,9 @@ class FormBuilder:
                 scalar.maxlength = max(len(o) for o in options)
                 return scalar
             scalar.kind, scalar.options = "select", options
+        elif kind == "boolean" and nullable:  # yes, no, or not said
+            scalar.kind, scalar.options, scalar.labels = "select", ("true", "false"), ("yes", "no")
+            scalar.value = None if value is None else ("true" if value is True else "false")
         elif kind == "boolean":
             scalar.kind = "checkbox"
             scalar.value = value is True or (value is None and schema.get("default") is True)
@@ -388,8 +393,10 @@ class FormBuilder:
             return values if values or required else MISSING
         raw = posted.get(path)
         if kind == "boolean":
-            if raw is None:
-                return False if required else MISSING
+            if raw is None:  # an unchecked box: false, said only where it is not the default
+                return False if required or resolved.get("default") is True else MISSING
+            if raw == "":  # a yes-or-no select left at "not said"
+                return MISSING
             return raw in ("on", "true", "1")
         if raw is None or raw == "":
             return MISSING
@@ -407,14 +414,18 @@ class FormBuilder:
     ) -> Any:
         needed = set(schema.get("required", ()))
         value: dict[str, Any] = {}
+        constants: dict[str, Any] = {}
         for name, prop in schema.get("properties", {}).items():
-            if name == skip or "const" in prop:
+            if name == skip:
+                continue
+            if "const" in prop:
+                constants[name] = prop["const"]
                 continue
             got = self._collect(prop, f"{path}.{name}", posted, name in needed)
             if got is not MISSING:
                 value[name] = got
-        meaningful = any(v is not False for v in value.values())
-        return value if meaningful or required else MISSING
+        meaningful = any(not (v is False or v == [] or v == {}) for v in value.values())
+        return {**constants, **value} if meaningful or required else MISSING
 
 
 class _Posted:

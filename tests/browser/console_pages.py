@@ -89,9 +89,11 @@ class Observed:
     origins: set[str]
     dialogs: list[str] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     def route(self, route: Route) -> None:
+        self.requests.append(route.request.url)
         parts = urlsplit(route.request.url)
         if f"{parts.scheme}://{parts.netloc}" in self.origins:
             route.continue_()
