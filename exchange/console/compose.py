@@ -20,15 +20,9 @@ from uuid import UUID
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from exchange.console.form_edits import attach_errors, edit_list, pointer_to_path, readable
 from exchange.console.messages import SENDABLE
-from exchange.console.schema_form import (
-    Field,
-    FormBuilder,
-    attach_errors,
-    edit_list,
-    payload_schema,
-    pointer_to_path,
-)
+from exchange.console.schema_form import Field, FormBuilder, payload_schema
 from exchange.console.web import PREFIX, SESSION, page, record_refusal, render
 from exchange.errors import ExchangeError, FieldError, RequestError
 from exchange.gateway import keys
@@ -80,7 +74,7 @@ def _context(
         "body": body,
         "payload": payload,
         "datalists": builder.datalists,
-        "errors": placed,
+        "errors": [(path, readable(path), message) for path, message in placed],
         "problem": problem,
         "partners": sorted(config.recipients),
         "networks": networks,

@@ -127,12 +127,6 @@ def conditional(schema: Mapping[str, Any]) -> dict[str, tuple[str, tuple[str, ..
     return found
 
 
-def pointer_to_path(pointer: str) -> str:
-    """A JSON pointer as a form name: `/payload/subjects/0` -> `payload.subjects.0`."""
-    parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer.strip("/").split("/")]
-    return ".".join(p for p in parts if p)
-
-
 def singular(name: str) -> str:
     if name in SINGULAR:
         return SINGULAR[name]
@@ -452,53 +446,3 @@ class _Posted:
 
     def indices(self, path: str) -> list[int]:
         return sorted(self._indices.get(path, ()))
-
-
-def attach_errors(
-    root: Iterable[Field], errors: Iterable[tuple[str, str]]
-) -> list[tuple[str, str]]:
-    """Put each (path, message) on the field it names, or the nearest enclosing one shown;
-    returns the pairs as placed (path of the field that shows it, message)."""
-    fields: dict[str, Field] = {}
-    for top in root:
-        for f in top.walk():
-            fields.setdefault(f.path, f)
-            if f.kind == "choice":
-                fields.setdefault(f"{f.path}.{f.discriminator}", f)
-    placed = []
-    for path, message in errors:
-        target = path
-        while target and target not in fields:
-            target = target.rpartition(".")[0]
-        if target in fields:
-            fields[target].errors.append(message)
-        placed.append((target, message))
-    return placed
-
-
-def edit_list(value: dict[str, Any], action: str) -> None:
-    """Apply a form button's `add:<path>` or `remove:<path>.<index>` to the JSON `value`
-    (whose top level holds `payload`); anything else changes nothing."""
-    verb, _, path = action.partition(":")
-    parts = path.split(".")
-    if verb == "remove" and len(parts) >= 2 and parts[-1].isdigit():
-        target = _at(value, parts[:-1])
-        if isinstance(target, list) and int(parts[-1]) < len(target):
-            del target[int(parts[-1])]
-    elif verb == "add" and parts and parts != [""]:
-        parent = _at(value, parts[:-1])
-        if isinstance(parent, dict):
-            listing = parent.setdefault(parts[-1], [])
-            if isinstance(listing, list) and len(listing) < 100:
-                listing.append(None)
-
-
-def _at(value: Any, parts: list[str]) -> Any:
-    for part in parts:
-        if isinstance(value, dict):
-            value = value.get(part)
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return None
-    return value

@@ -166,7 +166,7 @@ def axe_violations(page: Page) -> list[dict[str, Any]]:
 
 
 def shoot(page: Page, screens: Path, name: str) -> None:
-    page.screenshot(path=screens / f"{name}.png", full_page=True)
+    page.screenshot(path=screens / f"{name}.png")
 
 
 def no_horizontal_overflow(page: Page) -> bool:

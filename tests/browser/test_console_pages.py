@@ -22,8 +22,6 @@ PAGES = (
     ("AL-ARO", "contact-point", "/console/sent", "17-sent"),
     ("AL-ARO", "contact-point", "/console/cases", "18-cases"),
     ("AL-ARO", "contact-point", "/console/compose", "19-compose-types"),
-    ("AL-ARO", "contact-point", "/console/compose/freeze-notice", "20-compose-freeze-notice"),
-    ("AL-ARO", "contact-point", "/console/compose/extradition-support", "21-compose-extradition"),
     ("AL-ARO", "contact-point", "/console/audit", "22-refused"),
 )
 

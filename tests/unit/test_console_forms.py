@@ -16,14 +16,8 @@ from http_helpers import EXAMPLES
 
 from exchange.config import Role
 from exchange.console.deadlines import _cell
-from exchange.console.schema_form import (
-    NEW,
-    Field,
-    FormBuilder,
-    attach_errors,
-    edit_list,
-    payload_schema,
-)
+from exchange.console.form_edits import attach_errors, edit_list, readable
+from exchange.console.schema_form import NEW, Field, FormBuilder, payload_schema
 from exchange.console.sessions import Sessions
 from exchange.console.text import shown
 from exchange.gateway.auth import Principal
@@ -95,6 +89,8 @@ def test_a_field_error_lands_on_its_input_or_the_nearest_shown() -> None:
         "payload.subjects",
         "payload.contact",
     ]
+    assert readable(placed[0][0]) == "Subjects › 1 › Name › Family name"
+    assert readable("recipients.0") == "Recipients › 1"
     by_path = {f.path: f for f in form.walk()}
     assert by_path["payload.subjects.0.name.family_name"].errors == ["required"]
     assert by_path["payload.subjects"].errors == ["no such item"]
