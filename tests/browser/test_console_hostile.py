@@ -180,3 +180,15 @@ def test_a_peers_hostile_content_renders_inert(
     page = officer.goto(f"/console/inbox/{oversized}")
     inert(page, officer, HUGE, SCRIPT, IMAGE, LINK)
     inert(officer.goto(f"/console/cases/{CASE}"), officer)
+
+    # the audit entries that keep the envelope, shown whole to an administrator
+    admin = user("AL-ARO", "admin")
+    listing = admin.goto(f"/console/audit/entries?message={hostile}")
+    inert(listing, admin)
+    links = [str(a.get_attribute("href")) for a in listing.locator("tbody td.num a").all()]
+    shown = []
+    for href in links:
+        page = admin.goto(href)
+        inert(page, admin)
+        shown.append("Hoxha[U+202E]gnp.exe" in page.locator("pre").inner_text())
+    assert any(shown)

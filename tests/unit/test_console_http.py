@@ -7,6 +7,7 @@ relay (nothing leaves it), its console as `create_app` mounts it.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from exchange.audit.entries import AuditEntry
 from exchange.console.app import ROUTES
 from exchange.console.web import CONSOLE, CSP, SECURITY_HEADERS
 from exchange.crypto.signing import NodeSigner, encode_envelope
+from exchange.demo.runner import _serve
 from exchange.gateway import keys
 from exchange.gateway.app import create_app
 from exchange.model.common import utc_now
@@ -312,3 +314,50 @@ async def test_a_sent_message_goes_through_the_apis_acceptance(console: Console)
     assert sorted(header["recipients"]) == ["MD-ARO", "RS-PPO"]  # every other member
     summary = accepted[0].envelope["payload"]["summary"]
     assert summary == "Opened: Љубомир Јовановић, Arbër Çela, Ștefan Țurcanu."
+
+
+async def test_the_feed_stream_ends_with_the_session(console: Console) -> None:
+    await console.sign_in("subscriber")
+    stream = await console.client.get("/console/feed/stream")
+    assert stream.status == 200
+    assert stream.headers["Content-Type"].startswith("text/event-stream")
+    assert (await stream.content.readline()).startswith(b"retry:")
+    signed_out = await console.client.post(
+        "/console/logout", data={"csrf": console.csrf}, allow_redirects=False
+    )
+    assert signed_out.status == 303
+    rest = await asyncio.wait_for(stream.content.read(), 5)  # the server ended it
+    assert b"case-update" not in rest
+    again = await console.client.get("/console/feed/stream")
+    assert again.status == 401
+
+
+async def test_background_refreshes_do_not_keep_a_session_alive(console: Console) -> None:
+    await console.sign_in("contact-point")
+    sessions = console.app[CONSOLE].sessions
+    cookie = next(c.value for c in console.client.session.cookie_jar if c.key == "xb-console")
+    session = sessions.peek(cookie)
+    assert session is not None
+    session.last_seen -= sessions.idle_seconds - 30  # 30 s of idle time left
+    before = session.last_seen
+    refresh = await console.client.get("/console/inbox", headers={"X-Console-Refresh": "1"})
+    assert refresh.status == 200 and session.last_seen == before
+    page = await console.client.get("/console/inbox")
+    assert page.status == 200 and session.last_seen > before
+    session.last_seen -= sessions.idle_seconds + 1
+    refresh = await console.client.get("/console/inbox", headers={"X-Console-Refresh": "1"})
+    assert refresh.status == 401  # a refresh is told, not redirected to the sign-in
+
+
+async def test_the_demo_prints_each_consoles_address(network: NetworkLayout) -> None:
+    printed: list[str] = []
+
+    class Serving:
+        layout = network
+
+    serving = asyncio.create_task(_serve(Serving(), printed.append))
+    await asyncio.sleep(0.05)
+    serving.cancel()
+    await asyncio.gather(serving, return_exceptions=True)
+    for node, info in network.nodes.items():
+        assert f"  {node} {info.url}  console: {info.url}/console/" in printed
