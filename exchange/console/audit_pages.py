@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import secrets
 import sqlite3
 import tempfile
@@ -92,7 +93,7 @@ def _snapshot_and_verify(job: VerifyJob, config: NodeConfig) -> VerifyReport:
             cert_paths=certificate_paths(config),
             ca_path=config.ca_path,
             crl_path=config.crl_path,
-            jobs=1,
+            jobs=max(1, (os.cpu_count() or 2) // 2),  # leave the node a core
             progress=progress,
         )
 

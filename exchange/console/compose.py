@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
+import orjson
 from aiohttp import web
 from multidict import MultiDictProxy
 
@@ -86,7 +87,9 @@ def _context(
 
 
 def _offer_networks(payload: Field, names: list[str]) -> None:
-    """A case update's network: one of this node's, chosen from a list."""
+    """A case update's network: one of this node's, chosen from a list; its case is the
+    message's (filled in when it is posted), so it is not asked twice."""
+    payload.children = [c for c in payload.children if c.path != "payload.case"]
     for field in payload.walk():
         if field.path == "payload.network":
             field.kind, field.options, field.datalist = "select", tuple(names), None
@@ -117,7 +120,7 @@ def _body(
             body[name] = value
     handling = {k: texts[f"handling.{k}"] for k in ("tlp", "code") if texts.get(f"handling.{k}")}
     body["handling"] = handling
-    if kind == MessageType.CASE_UPDATE.value and "case" in body and not payload.get("case"):
+    if kind == MessageType.CASE_UPDATE.value and "case" in body:
         payload["case"] = body["case"]
     body["payload"] = payload
     return body
@@ -161,8 +164,6 @@ async def compose_form(request: web.Request) -> web.StreamResponse:
 
 
 def _header(envelope: bytes) -> dict[str, Any]:
-    import orjson
-
     header = orjson.loads(envelope).get("header")
     return header if isinstance(header, dict) else {}
 
