@@ -2,8 +2,8 @@
 
 One network for the session (AL-ARO, RS-PPO and MD-ARO, members of the prosecutor network
 see-pcn) runs in a background event loop of this process, so tests also reach into a node
-(its audit log, its sessions) where a check needs to. One browser for the session; each
-user (node, role) signs in once in a context of their own and keeps its page.
+(its audit log, its sessions) where a check needs to. One browser per module; each
+user (node, role) signs in once per module in a context of their own and keeps its page.
 Screenshots go to a session directory, or to CONSOLE_SCREENSHOTS when it is set.
 """
 
@@ -51,15 +51,17 @@ def console_network(
         network.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
+    """Playwright's sync API, for one module at a time: while it runs, the thread has a
+    running event loop that no asyncio test after the browser tests could share."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: .ci/ensure-browser installs Debian's chromium")
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(executable_path=CHROMIUM)
     try:
@@ -76,7 +78,7 @@ def screens(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def user(
     browser: Browser, console_network: BackgroundNetwork
 ) -> Iterator[Callable[[str, str], User]]:
