@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from exchange.config import DEFAULT_AMQP_URL, NodeConfig, Role
-from exchange.crypto.pki import init_network
-from exchange.directory.build import build_directory, read_members
+from exchange.crypto.pki import init_network, issue_node_certificate
+from exchange.directory.build import build_directory, next_serial, read_members
 from exchange.errors import ExchangeError
 from exchange.gateway.auth import hash_token
 from exchange.model.common import NETWORK_PATTERN, NODE_ID_PATTERN
@@ -142,6 +142,21 @@ def render_networks_toml(node: str, networks: Mapping[str, Sequence[str]]) -> li
     return lines
 
 
+def render_member(node: str, role: str) -> str:
+    """One `[[members]]` table of members.toml."""
+    return "\n".join(
+        [
+            "[[members]]",
+            f"id = {_toml_string(node)}",
+            f"country = {_toml_string(node[:2])}",
+            f"name = {_toml_string(node)}",
+            f"role = {_toml_string(role)}",
+            "",
+            "",
+        ]
+    )
+
+
 def render_members_toml(
     network: str,
     nodes: Sequence[str],
@@ -159,15 +174,7 @@ def render_members_toml(
         "validity_days = 7",
         "",
     ]
-    for node in nodes:
-        lines += [
-            "[[members]]",
-            f"id = {_toml_string(node)}",
-            f"country = {_toml_string(node[:2])}",
-            f"name = {_toml_string(node)}",
-            f"role = {_toml_string(roles.get(node, 'authority'))}",
-            "",
-        ]
+    lines += [render_member(node, roles.get(node, "authority")) for node in nodes]
     for name, members in networks.items():
         lines += [
             "[[networks]]",
@@ -282,26 +289,71 @@ def init_network_dir(
     document = build_directory(root / PKI_DIR, read_members(root / MEMBERS_FILE), serial=1)
     (root / PKI_DIR / DIRECTORY_FILE).write_bytes(document)
     layouts: dict[str, NodeLayout] = {}
+    settings = _NodeSettings(network, listen_host, amqp_url, bus, prefix)
     for index, node in enumerate(nodes):
-        port = base_port + index
-        tokens = {role.value: new_token() for role in Role}
-        text = render_node_toml(
-            node,
-            network=network,
-            listen_host=listen_host,
-            port=port,
-            amqp_url=amqp_url,
-            bus=bus,
-            prefix=prefix,
-            token_hashes={role: hash_token(token) for role, token in tokens.items()},
-            networks=prosecutor_networks,
-        )
-        config_path = root / f"{node}.toml"
-        config_path.write_text(text, encoding="utf-8")
-        (root / DATA_DIR / node).mkdir(parents=True, exist_ok=True, mode=0o700)
-        NodeConfig.load(config_path, environ={})  # what we wrote must load
-        host = "127.0.0.1" if listen_host in ("0.0.0.0", "::") else listen_host
-        layouts[node] = NodeLayout(node, f"http://{host}:{port}", config_path, tokens)
+        layouts[node] = _write_node(root, node, base_port + index, settings, prosecutor_networks)
     layout = NetworkLayout(root, network, layouts, prosecutor_networks)
     _write_private(root / NETWORK_FILE, json.dumps(layout.as_dict(), indent=2) + "\n")
     return layout
+
+
+@dataclass(frozen=True, slots=True)
+class _NodeSettings:
+    network: str
+    listen_host: str
+    amqp_url: str
+    bus: str
+    prefix: str
+
+
+def _write_node(
+    root: Path,
+    node: str,
+    port: int,
+    settings: _NodeSettings,
+    networks: Mapping[str, Sequence[str]],
+) -> NodeLayout:
+    tokens = {role.value: new_token() for role in Role}
+    text = render_node_toml(
+        node,
+        network=settings.network,
+        listen_host=settings.listen_host,
+        port=port,
+        amqp_url=settings.amqp_url,
+        bus=settings.bus,
+        prefix=settings.prefix,
+        token_hashes={role: hash_token(token) for role, token in tokens.items()},
+        networks=networks,
+    )
+    config_path = root / f"{node}.toml"
+    config_path.write_text(text, encoding="utf-8")
+    (root / DATA_DIR / node).mkdir(parents=True, exist_ok=True, mode=0o700)
+    NodeConfig.load(config_path, environ={})  # what we wrote must load
+    host = "127.0.0.1" if settings.listen_host in ("0.0.0.0", "::") else settings.listen_host
+    return NodeLayout(node, f"http://{host}:{port}", config_path, tokens)
+
+
+def add_node(
+    layout: NetworkLayout, node: str, *, port: int, role: str = "authority"
+) -> NetworkLayout:
+    """Add a member to a development network, the way a new country joins a real one: its
+    key and certificate, its entry in `members.toml`, a new signed directory (the next
+    serial) and its configuration. The running nodes take the new member once the
+    directory is published (`exchange directory publish`); none is restarted."""
+    if node in layout.nodes:
+        raise ExchangeError(f"{node} is already a member of {layout.network}", code="usage")
+    _check([*layout.nodes, node], layout.network, port, "memory")
+    first = layout.config(next(iter(layout.nodes)), environ={})
+    issue_node_certificate(layout.pki_dir, node)
+    with layout.members_file.open("a", encoding="utf-8") as fh:
+        fh.write(render_member(node, role))
+    serial = next_serial(layout.directory_file)
+    document = build_directory(layout.pki_dir, read_members(layout.members_file), serial=serial)
+    layout.directory_file.write_bytes(document)
+    settings = _NodeSettings(
+        layout.network, first.listen_host, first.amqp_url, first.bus, first.topology_prefix
+    )
+    nodes = {**layout.nodes, node: _write_node(layout.directory, node, port, settings, {})}
+    grown = NetworkLayout(layout.directory, layout.network, nodes, layout.networks)
+    grown.network_file.write_text(json.dumps(grown.as_dict(), indent=2) + "\n")
+    return grown

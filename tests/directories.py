@@ -1,7 +1,7 @@
 """Signed network directories for tests: the layout's own, changed and signed again by its CA.
 
 `resign(layout, change)` reads `pki/directory.json`, lets `change` edit its body (a JSON
-dict), gives it the next serial unless `change` set one, signs it with the network CA and
+dict), gives it the next serial (or `serial`), signs it with the network CA and
 writes it back (so that nodes started afterwards start from it); it returns the bytes.
 """
 
@@ -22,12 +22,12 @@ from exchange.network import NetworkLayout
 Change = Callable[[dict[str, Any]], None]
 
 
-def resign(layout: NetworkLayout, change: Change, *, write: bool = True) -> bytes:
+def resign(
+    layout: NetworkLayout, change: Change, *, serial: int | None = None, write: bool = True
+) -> bytes:
     body = json.loads(layout.directory_file.read_bytes())["directory"]
-    serial = body["serial"]
     change(body)
-    if body["serial"] == serial:
-        body["serial"] = serial + 1
+    body["serial"] = serial if serial is not None else body["serial"] + 1
     ca_key = load_private_key(layout.pki_dir / "ca.key")
     ca = load_certificate(layout.pki_dir / "ca.pem")
     document = sign_directory(DirectoryBody.model_validate(body), ca_key, ca)
