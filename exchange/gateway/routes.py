@@ -207,14 +207,14 @@ async def readyz(request: web.Request) -> web.StreamResponse:
             checks["store"] = await asyncio.wait_for(store.ping(), READY_TIMEOUT_SECONDS)
         except Exception as exc:  # a failed or slow write means not ready, never a 500
             _log.warning("readiness.store_failed", error=type(exc).__name__)
+    degraded = degraded_reason(request.app.get(keys.DIRECTORY))
     if all(checks.values()):
-        degraded = degraded_reason(request.app.get(keys.DIRECTORY))
+        checks["directory"] = degraded is None
         if degraded is not None:
             # Still serving on the last good directory: say so, but stay in rotation.
-            checks["directory"] = False
             return views.json_response({"status": "degraded", "checks": checks, "detail": degraded})
-        checks["directory"] = True
         return views.json_response({"status": "ready", "checks": checks})
+    checks["directory"] = degraded is None
     failing = ", ".join(name for name, ok in checks.items() if not ok)
     return problem_response(problem("service.unavailable", f"not ready: {failing}", checks=checks))
 
