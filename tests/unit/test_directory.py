@@ -17,6 +17,7 @@ from exchange.cli import main
 from exchange.crypto.pki import (
     create_ca,
     create_node_certificate,
+    init_network,
     load_certificate,
     load_private_key,
 )
@@ -204,3 +205,15 @@ async def test_the_newest_directory_kept_wins_over_an_older_file_across_a_restar
         assert app[keys.DIRECTORY].serial == 2
         entries = await app[keys.AUDIT].entries(0, 100)
         assert ("rejected", "directory.malformed") in [(e.event, e.code) for e in entries]
+
+
+def test_the_operators_example_members_file_builds_a_valid_directory(tmp_path: Path) -> None:
+    example = Path(__file__).parents[2] / "deploy" / "members.example.toml"
+    members = read_members(example)
+    ids = [m["id"] for m in members["members"]]
+    pki = tmp_path / "pki"
+    init_network(pki, members["network"], ids)
+    document = build_directory(pki, members, serial=1)
+    directory = verify_directory(document, load_certificate(pki / "ca.pem"))
+    roles = {m.id: m.role.value for m in directory.body.members}
+    assert roles["EE-VASP"] == "private-sector" and roles["AL-ARO"] == "authority"
