@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from aiormq.exceptions import ProbableAuthenticationError
-from cryptography import x509
 
 from exchange.audit.checkpoints import Checkpoint, CheckpointPolicy
 from exchange.audit.log import AuditLog
@@ -31,6 +30,7 @@ from exchange.crypto.pki import load_certificate
 from exchange.crypto.revocation import CrlFile
 from exchange.crypto.signing import NodeSigner
 from exchange.crypto.verify import TrustStore
+from exchange.directory.document import VerifiedDirectory
 from exchange.directory.follow import DirectoryFollower, DirectoryKeeper
 from exchange.directory.view import NetworkView
 from exchange.errors import ConfigError
@@ -191,18 +191,21 @@ async def _directory_ctx(app: web.Application) -> AsyncIterator[None]:
     (see `exchange.directory.follow`)."""
     config, trust = app[keys.CONFIG], app[keys.TRUST]
 
-    async def offer_crl(crl: x509.CertificateRevocationList) -> None:
+    async def taken(directory: VerifiedDirectory) -> None:
         revocation = app.get(keys.REVOCATION)
         held = trust.crl_number
-        if revocation is not None and (held is None or trust.crl_number_of(crl) > held):
-            await revocation.offer(crl)
+        if revocation is not None and (held is None or trust.crl_number_of(directory.crl) > held):
+            await revocation.offer(directory.crl)
+        bus, updates = app.get(keys.BUS), app.get(CASE_UPDATES)
+        if bus is not None and bus.connected and updates is not None:
+            await updates.follow_networks(bus)
 
     keeper = DirectoryKeeper(
         ca=trust.ca,
         db=app[keys.DATABASE],
         audit=app[keys.AUDIT],
         node_id=config.node_id,
-        on_crl=offer_crl,
+        on_taken=taken,
     )
     directory = await keeper.settle(config.directory_path)
     keeper.view = app[keys.DIRECTORY] = NetworkView(config, trust, directory)
