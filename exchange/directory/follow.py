@@ -31,7 +31,7 @@ from exchange.errors import ExchangeError, VerificationError
 from exchange.log import get_logger
 from exchange.storage import node_meta
 from exchange.storage.sqlite_thread import SqliteThread
-from exchange.tasks import cancel_and_wait
+from exchange.tasks import cancel_and_wait, every
 from exchange.transport.bus import Bus, ConsumeError, stream_offset
 
 _log = get_logger(__name__)
@@ -218,21 +218,13 @@ class DirectoryFollower:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="directory-follow")
+        self._task = asyncio.create_task(
+            every(self._interval, self.poll, "directory.poll_failed"), name="directory-follow"
+        )
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.poll()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the broker went away: try again at the next tick
-                _log.warning("directory.poll_failed", error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(self._interval)
 
     async def poll(self) -> int:
         """Read the stream from where the node stopped; return how many directories were
