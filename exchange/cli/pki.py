@@ -12,10 +12,15 @@ certificates in the CRL, `crl` re-signs the CRL before its next-update time pass
 from __future__ import annotations
 
 import argparse
+import hashlib
 from datetime import timedelta
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from exchange.crypto.csr import load_request
 from exchange.crypto.enroll import install_certificate, request_key, sign_request, write_request
+from exchange.crypto.keys import raw_public_key
 from exchange.crypto.pkcs11_key import generate_token_key
 from exchange.crypto.pki import (
     CRL_VALIDITY,
@@ -169,6 +174,8 @@ def _request(args: argparse.Namespace) -> int:
         with generate_token_key(args.pkcs11_module, args.key_uri, args.pin_file) as key:
             request_path = write_request(args.directory, args.node, key, rotate=args.rotate)
         print(f"{args.node}: key {args.key_uri} (in the token), request {request_path}")
+    request = load_request(request_path.read_bytes())
+    print(f"  key sha256 {_fingerprint(request.public_key())}: read it to the CA's operator")
     print("send the request to the network CA; install the certificate it returns")
     return EXIT_OK
 
@@ -184,6 +191,10 @@ def _sign_request(args: argparse.Namespace) -> int:
         out=args.out,
     )
     _describe(path)
+    print(
+        f"  key sha256 {_fingerprint(load_certificate(path).public_key())}: the node's "
+        "operator must read you the same before the certificate goes out"
+    )
     if args.out is not None:
         print(f"  also written to {args.out}")
     return EXIT_OK
@@ -244,6 +255,13 @@ def _describe(cert_path: Path) -> None:
         f"{role_of(cert)}  until {cert.not_valid_after_utc:%Y-%m-%d}"
         + (f"  ({archived} earlier kept)" if archived else "")
     )
+
+
+def _fingerprint(key: object) -> str:
+    """Hex SHA-256 of an Ed25519 public key's 32 bytes, for operators to compare aloud."""
+    if not isinstance(key, Ed25519PublicKey):
+        raise ExchangeError("not an Ed25519 key", code="csr.key_type")
+    return hashlib.sha256(raw_public_key(key)).hexdigest()
 
 
 def _node_list(text: str) -> list[str]:
