@@ -91,6 +91,7 @@ class TrustStore:
         self._ca_not_before = ca.not_valid_before_utc
         self._ca_not_after = ca.not_valid_after_utc
         self._by_kid: dict[str, TrustedCertificate] = {}
+        self._members: frozenset[str] | None = None
         self._revocations: _Revocations | None = None
         if crl is not None:
             self.set_crl(crl)
@@ -166,6 +167,29 @@ class TrustStore:
         )
         self._by_kid[kid] = trusted
         return trusted
+
+    def use_members(self, certificates: Mapping[str, Iterable[x509.Certificate]]) -> None:
+        """Trust exactly these members (node id -> its certificates) from now on: a network
+        directory's. Every certificate is checked as `add_certificate` does before any is
+        used; a sender outside `certificates` is then refused as `sender.unknown`."""
+        previous, self._by_kid = self._by_kid, {}
+        try:
+            for node, certs in certificates.items():
+                for cert in certs:
+                    if self.add_certificate(cert).node_id != node:
+                        raise _untrusted(
+                            f"a certificate of {node} names another node", kid_of(cert)
+                        )
+        except VerificationError:
+            self._by_kid = previous
+            raise
+        self._members = frozenset(certificates)
+
+    @property
+    def members(self) -> frozenset[str] | None:
+        """The network's members when a directory names them; None when any node whose
+        certificate is trusted may send."""
+        return self._members
 
     @property
     def crl_number(self) -> int | None:
@@ -287,6 +311,12 @@ def verify_envelope(
     digest = sha256_hex(signed)
     signature_checked = False
     try:
+        members = policy.trust.members
+        if members is not None and header.sender not in members:
+            raise VerificationError(
+                f"{header.sender} is not a member of the network's directory",
+                code="sender.unknown",
+            )
         trusted = policy.trust.check(signature.kid, when)
         if trusted.node_id != header.sender:
             raise VerificationError(
