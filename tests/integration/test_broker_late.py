@@ -69,7 +69,7 @@ async def test_a_node_started_without_a_broker_accepts_and_delivers_once_it_appe
         status, problem = await _readiness(network, node)
         assert status == 503, problem
         assert problem["code"] == "service.unavailable"
-        assert problem["checks"] == {"broker": False, "store": True}
+        assert problem["checks"] == {"broker": False, "store": True, "directory": True}
 
     body = submission(payload=load_payload("01-asset-inquiry.json"))
     status, accepted = await network.call("AL-ARO", "POST", "/v1/messages", body)

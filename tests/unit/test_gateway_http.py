@@ -443,7 +443,7 @@ async def test_health_readiness_and_metrics(gateway: Gateway) -> None:
     assert (await health.json()) == {"status": "ok", "node": "AL-ARO"}
     # Without a relay the broker is not ready; the store is.
     problem = await problem_of(await gateway.client.get("/readyz"), 503, "service.unavailable")
-    assert problem["checks"] == {"broker": False, "store": True}
+    assert problem["checks"] == {"broker": False, "store": True, "directory": True}
 
     await gateway.post(submission())
     await gateway.post(submission(recipients=["KZ-ARC"]))
