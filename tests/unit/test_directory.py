@@ -17,6 +17,7 @@ from exchange.cli import main
 from exchange.crypto.pki import (
     create_ca,
     create_node_certificate,
+    init_network,
     load_certificate,
     load_private_key,
 )
@@ -204,3 +205,60 @@ async def test_the_newest_directory_kept_wins_over_an_older_file_across_a_restar
         assert app[keys.DIRECTORY].serial == 2
         entries = await app[keys.AUDIT].entries(0, 100)
         assert ("rejected", "directory.malformed") in [(e.event, e.code) for e in entries]
+
+
+def test_the_operators_example_members_file_builds_a_valid_directory(tmp_path: Path) -> None:
+    example = Path(__file__).parents[2] / "deploy" / "members.example.toml"
+    members = read_members(example)
+    ids = [m["id"] for m in members["members"]]
+    pki = tmp_path / "pki"
+    init_network(pki, members["network"], ids)
+    document = build_directory(pki, members, serial=1)
+    directory = verify_directory(document, load_certificate(pki / "ca.pem"))
+    roles = {m.id: m.role.value for m in directory.body.members}
+    assert roles["EE-VASP"] == "private-sector" and roles["AL-ARO"] == "authority"
+
+
+def test_topology_rendered_from_the_directory_confines_the_private_sector_member(
+    network: NetworkLayout, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--directory", str(network.directory_file), "--directory-publisher", "secretariat"]
+    assert main(["topology", "render", *args]) == 0
+    definitions = json.loads(capsys.readouterr().out)
+    topic = {(p["user"], p["exchange"]): p for p in definitions["topic_permissions"]}
+    vasp = topic["LT-VASP", "xb.messages"]
+    assert vasp["write"] == (
+        r"^([^.]+\.(asset-inquiry-response|freeze-decision|receipt)\.{username}"
+        r"|checkpoint\.{username})$"
+    )
+    assert vasp["read"] == r"^{username}\.(asset-inquiry|freeze-notice|receipt)\."
+    assert topic["LT-VASP", "xb.cases"]["write"] == "(?!)"  # no case updates at all
+    assert topic["AL-ARO", "xb.cases"]["write"] == r"^(see-pcn)\."
+
+    def bound(queue: str) -> list[str]:
+        keys = [b["routing_key"] for b in definitions["bindings"] if b["destination"] == queue]
+        return sorted(keys)
+
+    assert bound("xb.inbox.LT-VASP") == [
+        "LT-VASP.asset-inquiry.*",
+        "LT-VASP.freeze-notice.*",
+        "LT-VASP.receipt.*",
+    ]
+    assert bound("xb.inbox.AL-ARO") == ["AL-ARO.#"]
+    assert "xb.sub.LT-VASP" not in {q["name"] for q in definitions["queues"]}
+    (publisher,) = [p for p in definitions["permissions"] if p["user"] == "secretariat"]
+    assert (publisher["write"], publisher["read"]) == (r"^xb\.directory$", "^$")
+
+
+def test_a_member_added_to_a_development_network_gets_the_next_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    layout = init_network_dir(tmp_path / "net", ["AL-ARO", "RS-PPO"], bus="memory")
+    args = ["--node", "EE-VASP", "--port", "8199", "--role", "private-sector"]
+    assert main(["network", "add-node", str(layout.directory), *args]) == 0
+    directory = verify_directory(layout.directory_file.read_bytes(), ca_of(layout))
+    assert directory.serial == 2
+    assert {m.id: m.role.value for m in directory.body.members}["EE-VASP"] == "private-sector"
+    grown = NetworkLayout.load(layout.directory)
+    assert grown.config("EE-VASP", environ={}).directory_path == layout.directory_file
+    assert main(["network", "add-node", str(layout.directory), *args]) == 2  # already a member
