@@ -21,7 +21,8 @@ from http_helpers import submission
 from networks import NetworkFactory
 from tcp_relay import TcpRelay, free_port
 
-from exchange.demo.runner import DemoNetwork, free_base_port, load_payload
+from exchange.demo.runner import DemoNetwork, free_base_port
+from exchange.demo.scenario import load_payload
 from exchange.gateway.app import create_app
 
 pytestmark = pytest.mark.integration

@@ -47,7 +47,7 @@ from exchange.crypto.pki import (
 )
 from exchange.crypto.server_certs import issue_server_certificate
 from exchange.crypto.verify import TrustStore
-from exchange.demo.runner import load_payload
+from exchange.demo.scenario import load_payload
 from exchange.errors import VerificationError
 from exchange.gateway.app import build_bus, create_app
 from exchange.network import NetworkLayout, init_network_dir
