@@ -23,6 +23,7 @@ from exchange.crypto.canonical import CanonicalizationError, canonicalize, parse
 from exchange.crypto.kem import DecryptionKey, RecipientKey, enc_length, hpke_suite
 from exchange.crypto.signing import ALGORITHM, b64url_decode, b64url_encode
 from exchange.errors import ExchangeError, ExchangeValueError, FieldError, SealError
+from exchange.model.common import MessageType
 from exchange.model.envelope import Header
 from exchange.model.sealed import Sealed
 
@@ -33,6 +34,7 @@ __all__ = [
     "open_sealed",
     "open_with_cek",
     "parse_sealed",
+    "require_sealed",
     "seal_and_sign",
     "seal_payload",
     "sign_sealed",
@@ -68,6 +70,19 @@ def commitment_of(cek: bytes) -> bytes:
 def signing_input_sealed(header: Mapping[str, Any], sealed: Mapping[str, Any]) -> bytes:
     """The bytes a sealed envelope's signature covers: canonical JSON of header and sealed."""
     return canonicalize({"header": header, "sealed": sealed})
+
+
+CLEAR_TYPES = frozenset({MessageType.RECEIPT})
+"""Message types that travel in clear: a receipt carries only ids, digests and a code."""
+
+
+def require_sealed(header: Header, *, sealed: bool, required: bool = True) -> None:
+    """Refuse (`seal.required`) a clear payload of a type that is sealed, where the network
+    requires sealing (`required`, the default)."""
+    if required and not sealed and header.type not in CLEAR_TYPES:
+        raise SealError(
+            f"a {header.type.value} must be sealed to its recipients", code="seal.required"
+        )
 
 
 # --- sealing ------------------------------------------------------------------------------

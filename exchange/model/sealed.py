@@ -7,9 +7,9 @@ and opens it; this model is its structure, checked before anything is decrypted.
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from exchange.model.common import NodeId
 from exchange.model.envelope import B64URL_PATTERN, KID_PATTERN, MAX_ENVELOPE_BYTES, MAX_RECIPIENTS
@@ -71,9 +71,10 @@ class Sealed(_Strict):
         description="One entry per recipient node.",
     )
 
-    @model_validator(mode="after")
-    def _one_entry_per_node(self) -> Self:
-        nodes = [r.node for r in self.recipients]
+    @field_validator("recipients")
+    @classmethod
+    def _one_entry_per_node(cls, value: list[SealedRecipient]) -> list[SealedRecipient]:
+        nodes = [r.node for r in value]
         if len(set(nodes)) != len(nodes):
             raise ValueError("a node has more than one entry")
-        return self
+        return value
