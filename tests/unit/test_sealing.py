@@ -41,8 +41,16 @@ from exchange.crypto.sealing import (
 )
 from exchange.crypto.signing import NodeSigner, b64url_decode, b64url_encode, encode_envelope
 from exchange.crypto.verify import VerificationPolicy, verify_envelope
-from exchange.errors import ConfigError, ExchangeError, SealError, VerificationError
+from exchange.errors import (
+    ERROR_TABLE,
+    RECEIPT_REASONS,
+    ConfigError,
+    ExchangeError,
+    SealError,
+    VerificationError,
+)
 from exchange.model.envelope import Header
+from exchange.model.receipt import Receipt
 from tests.http_helpers import example_payload
 
 SignerFactory = Callable[..., NodeSigner]
@@ -717,3 +725,27 @@ def test_the_sealed_envelope_round_trips_through_its_wire_bytes(
     verified = verify_envelope(raw, policy)
     keys = keyring([node_keys["MD-ARO", KEM_XWING]])
     assert open_sealed(raw["header"], verified.sealed, "MD-ARO", keys)[0] == payload
+
+
+def test_every_seal_refusal_can_be_a_receipt_reason() -> None:
+    """Each seal code is answered with a negative receipt, so it must fit the receipt's
+    reason pattern (which has no hyphens: hence `seal.not_for_me`, `seal.key_unknown`)."""
+    codes = {code for code in ERROR_TABLE if code.startswith("seal.")}
+    assert codes == {
+        "seal.malformed",
+        "seal.not_for_me",
+        "seal.key_unknown",
+        "seal.invalid",
+        "seal.required",
+    }
+    for code in codes:
+        assert code in RECEIPT_REASONS
+        Receipt.model_validate(
+            {
+                "message_id": "9b2c6f0e-1d3a-4b5c-8d7e-0f1a2b3c4d5e",
+                "digest": "0" * 64,
+                "outcome": "rejected",
+                "reason": code,
+                "received_at": "2026-03-01T10:00:00.000Z",
+            }
+        )
