@@ -17,11 +17,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import ValidationError
 
-from exchange.crypto.canonical import CanonicalizationError, canonicalize, parse_json, sha256_hex
+from exchange.crypto.canonical import CanonicalizationError, canonicalize, sha256_hex
 from exchange.crypto.kem import DecryptionKey, RecipientKey, enc_length, hpke_suite
 from exchange.crypto.signing import ALGORITHM, b64url_encode
 from exchange.errors import ExchangeError, ExchangeValueError, FieldError, SealError
@@ -270,7 +271,8 @@ def _decrypt(header_json: Mapping[str, Any], parts: SealedParts, cek: bytes) -> 
             code="seal.invalid",
         ) from None
     try:
-        payload = parse_json(plaintext)
+        # Equal to its own canonical form: so it also repeats no member name.
+        payload = orjson.loads(plaintext)
         exact = type(payload) is dict and canonicalize(payload) == plaintext
     except (ValueError, TypeError, RecursionError):
         exact = False

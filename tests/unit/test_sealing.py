@@ -598,7 +598,7 @@ def test_a_plaintext_that_is_not_a_canonical_object_is_malformed(
     plaintext has one spelling."""
     header = make_header().model_dump(mode="json", by_alias=True)
     sealed, cek = seal_payload(header, {"a": 1}, recipients(node_keys, ["RS-ARO"], KEM_XWING))
-    for plaintext in (b'{ "a": 1 }', b"[1]", b"not json"):
+    for plaintext in (b'{ "a": 1 }', b'{"a":1,"a":1}', b"[1]", b"not json", b'{"a":1.0}'):
         nonce = b64url_decode(sealed["nonce"])
         ciphertext = AESGCM(cek).encrypt(nonce, plaintext, canonicalize(header))
         forged = {**sealed, "ciphertext": b64url_encode(ciphertext)}
