@@ -24,7 +24,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -182,23 +181,21 @@ class AutoUpdates(_Section):
 
 
 class NetworkConfig(_Section):
-    """A prosecutor network: its members, the events they share, and this node's settings."""
+    """This node's settings for a prosecutor network: the events it follows, its webhooks and
+    automatic updates. Who belongs to the network is the signed directory's to say: the
+    node fills `members` from it."""
 
     name: NetworkName
-    members: tuple[NodeId, ...] = Field(min_length=2)
+    members: tuple[NodeId, ...] = Field(
+        default=(),
+        description="Filled from the network directory; never set in the configuration.",
+    )
     events: tuple[CaseEvent, ...] = Field(default=tuple(CaseEvent), min_length=1)
     cases: tuple[CaseRef, ...] | None = Field(
         default=None, description="Receive only these cases' updates (default: every case)."
     )
     auto_updates: AutoUpdates = AutoUpdates()
     webhooks: tuple[WebhookConfig, ...] = ()
-
-    @field_validator("members")
-    @classmethod
-    def _members_unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if len(set(value)) != len(value):
-            raise ValueError("members must not repeat")
-        return value
 
 
 class HttpsSettings(_Section):
@@ -237,16 +234,27 @@ class NodeConfig(BaseModel):
     ca_path: Path
     crl_path: Path | None = Field(
         default=None,
-        description="The network's CRL (PEM). Required unless revocation is off; re-read "
-        "when the file changes, and never replaced by an older one.",
+        description="A CRL file (PEM) to watch besides the directory's: re-read when it "
+        "changes, and never replaced by an older one. The directory carries the network's "
+        "CRL, so this is only for revoking faster than the directory is re-issued.",
     )
     revocation: Literal["on", "off"] = Field(
         default="on",
         description="off: run without a CRL, accepting revoked certificates (a warning at "
         "every start). Never in production.",
     )
-    certs_dir: Path
-    nodes: tuple[NodeId, ...] = Field(min_length=1)
+    directory_path: Path | None = Field(
+        default=None,
+        description="A signed network directory to start from (`exchange directory build`). "
+        "The node then follows the directory stream on the broker and keeps the newest it "
+        "verified in its database; this file is read only at start.",
+    )
+    directory_poll_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="How often the node reads the broker's directory stream for a newer one.",
+    )
     tokens: tuple[TokenConfig, ...] = ()
     limits: Limits = Limits()
     checkpoint: CheckpointSettings = CheckpointSettings()
@@ -263,15 +271,16 @@ class NodeConfig(BaseModel):
     )
     https: HttpsSettings | None = None
 
-    @field_validator("nodes")
+    @model_validator(mode="before")
     @classmethod
-    def _nodes_valid(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
-        if len(set(value)) != len(value):
-            raise ValueError("node ids must not repeat")
-        own = info.data.get("node_id")
-        if own is not None and own not in value:
-            raise ValueError(f"nodes must include this node's own id {own!r}")
-        return value
+    def _no_static_membership(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and ("nodes" in data or "certs_dir" in data):
+            raise ValueError(
+                "nodes and certs_dir are gone: the network's members and their certificates "
+                "come from the signed network directory (set directory_path to the file "
+                "`exchange directory build` wrote)"
+            )
+        return data
 
     @field_validator("tokens")
     @classmethod
@@ -298,11 +307,6 @@ class NodeConfig(BaseModel):
 
     @model_validator(mode="after")
     def _revocation_needs_a_crl(self) -> NodeConfig:
-        if self.revocation == "on" and self.crl_path is None:
-            raise ValueError(
-                "crl_path is required: without the network's CRL a revoked certificate would "
-                'be accepted (revocation = "off" runs without one, never in production)'
-            )
         if self.revocation == "off" and self.crl_path is not None:
             raise ValueError('revocation = "off" and a crl_path: remove one of them')
         return self
@@ -313,16 +317,12 @@ class NodeConfig(BaseModel):
         if len(set(names)) != len(names):
             raise ValueError("network names must not repeat")
         for network in self.networks:
-            strangers = [m for m in network.members if m not in self.nodes]
-            if strangers:
+            if network.members:
                 raise ValueError(
-                    f"network {network.name}: members {', '.join(strangers)} are not in nodes"
+                    f"network {network.name}: members come from the signed network directory; "
+                    "remove them here"
                 )
         return self
-
-    def member_networks(self) -> tuple[NetworkConfig, ...]:
-        """The networks this node belongs to."""
-        return tuple(n for n in self.networks if self.node_id in n.members)
 
     @property
     def database_path(self) -> Path:
@@ -334,11 +334,6 @@ class NodeConfig(BaseModel):
     def audit_path(self) -> Path:
         """Where `exchange audit verify` finds the node's audit log (its database)."""
         return self.database_path
-
-    @property
-    def recipients(self) -> frozenset[str]:
-        """The nodes this one may address: every node of the network but itself."""
-        return frozenset(self.nodes) - {self.node_id}
 
     @classmethod
     def load(cls, path: str | Path, *, environ: Mapping[str, str] | None = None) -> NodeConfig:
@@ -382,7 +377,7 @@ _PATH_FIELDS = (
     "cert_path",
     "ca_path",
     "crl_path",
-    "certs_dir",
+    "directory_path",
     "broker_ca_path",
 )
 _HTTPS_PATH_FIELDS = ("cert_path", "key_path", "client_ca_path")
@@ -439,7 +434,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
                     f"environment variable {key} ({'.'.join(parts)}) is not valid JSON",
                     errors=[FieldError(".".join(parts), "not valid JSON")],
                 ) from None
-        elif parts in (["nodes"], ["amqp_failover_urls"]):
+        elif parts == ["amqp_failover_urls"]:
             value = [n.strip() for n in raw.split(",") if n.strip()]
         target = out
         for part in parts[:-1]:

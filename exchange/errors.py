@@ -30,6 +30,9 @@ ERROR_TABLE: dict[str, ErrorSpec] = {
     "cert.expired": ErrorSpec(422, "The certificate is outside its validity period", True),
     "cert.revoked": ErrorSpec(422, "The certificate has been revoked", True),
     "sender.mismatch": ErrorSpec(422, "The certificate belongs to another node", True),
+    "sender.unknown": ErrorSpec(
+        422, "The sender is not a member of the network's current directory", True
+    ),
     "signature.invalid": ErrorSpec(422, "The signature does not verify", True),
     "message.expired": ErrorSpec(422, "The message is past its expiry time", True),
     "clock.skew": ErrorSpec(422, "The message's creation time is too far from now", True),
@@ -59,6 +62,21 @@ ERROR_TABLE: dict[str, ErrorSpec] = {
     ),
     "crl.rollback": ErrorSpec(
         409, "A CRL not newer than the newest this node has used was refused", False
+    ),
+    # the signed network directory (a node's own input, never a receipt reason)
+    "directory.malformed": ErrorSpec(422, "The network directory is not a well-formed document"),
+    "directory.untrusted": ErrorSpec(
+        422, "The network directory is not validly signed by the network CA"
+    ),
+    "directory.invalid": ErrorSpec(
+        422, "The network directory contradicts itself or the network's PKI"
+    ),
+    "directory.expired": ErrorSpec(422, "The network directory is past its next update"),
+    "directory.rollback": ErrorSpec(
+        409, "A network directory not newer than the one in use was refused"
+    ),
+    "role.forbidden": ErrorSpec(
+        403, "A member's role may not send or receive this message type", True
     ),
     # sealed payloads (after the signature verified: the sender's seal, not the transport)
     "seal.malformed": ErrorSpec(

@@ -94,6 +94,7 @@ class TrustStore:
         self._ca_not_before = ca.not_valid_before_utc
         self._ca_not_after = ca.not_valid_after_utc
         self._by_kid: dict[str, TrustedCertificate] = {}
+        self._members: frozenset[str] | None = None
         self._revocations: _Revocations | None = None
         if crl is not None:
             self.set_crl(crl)
@@ -169,6 +170,29 @@ class TrustStore:
         )
         self._by_kid[kid] = trusted
         return trusted
+
+    def use_members(self, certificates: Mapping[str, Iterable[x509.Certificate]]) -> None:
+        """Trust exactly these members (node id -> its certificates) from now on: a network
+        directory's. Every certificate is checked as `add_certificate` does before any is
+        used; a sender outside `certificates` is then refused as `sender.unknown`."""
+        previous, self._by_kid = self._by_kid, {}
+        try:
+            for node, certs in certificates.items():
+                for cert in certs:
+                    if self.add_certificate(cert).node_id != node:
+                        raise _untrusted(
+                            f"a certificate of {node} names another node", kid_of(cert)
+                        )
+        except VerificationError:
+            self._by_kid = previous
+            raise
+        self._members = frozenset(certificates)
+
+    @property
+    def members(self) -> frozenset[str] | None:
+        """The network's members when a directory names them; None when any node whose
+        certificate is trusted may send."""
+        return self._members
 
     @property
     def crl_number(self) -> int | None:
@@ -300,6 +324,12 @@ def verify_envelope(
     digest = sha256_hex(signed)
     signature_checked = False
     try:
+        members = policy.trust.members
+        if members is not None and header.sender not in members:
+            raise VerificationError(
+                f"{header.sender} is not a member of the network's directory",
+                code="sender.unknown",
+            )
         trusted = policy.trust.check(signature.kid, when)
         if trusted.node_id != header.sender:
             raise VerificationError(
@@ -364,17 +394,10 @@ def _parse(
         raw = dict(data)
     else:
         raise TypeError(f"cannot verify a {type(data).__name__}")
-    # One or the other: with neither, the envelope model names the missing `payload`.
+    # `payload` or `sealed`: the model refuses the other one beside it, and names a missing one.
     is_sealed = "sealed" in raw
-    if is_sealed and "payload" in raw:
-        raise VerificationError(
-            "an envelope carries a payload or a sealed payload, not both",
-            code="envelope.malformed",
-            extra=_context_of(raw),
-        )
-    model = SealedEnvelope if is_sealed else Envelope
     try:
-        envelope = model.model_validate(raw)
+        envelope = (SealedEnvelope if is_sealed else Envelope).model_validate(raw)
     except ValidationError as err:
         errors = [
             FieldError("/" + "/".join(str(p) for p in e["loc"]), e["msg"])
@@ -387,10 +410,8 @@ def _parse(
             extra=_context_of(raw),
         ) from None
     try:
-        if is_sealed:
-            signed = signing_input_sealed(raw["header"], raw["sealed"])
-        else:
-            signed = signing_input(raw["header"], raw["payload"])
+        sign = signing_input_sealed if is_sealed else signing_input
+        signed = sign(raw["header"], raw["sealed" if is_sealed else "payload"])
     except CanonicalizationError as err:
         raise VerificationError(
             str(err), code="envelope.malformed", extra=_context_of(raw)

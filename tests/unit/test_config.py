@@ -21,9 +21,7 @@ data_dir = "data/AL-ARO"
 key_path = "pki/AL-ARO.key"
 cert_path = "pki/AL-ARO.pem"
 ca_path = "pki/ca.pem"
-crl_path = "pki/crl.pem"
-certs_dir = "pki"
-nodes = ["AL-ARO", "RS-PPO", "MD-ARO"]
+directory_path = "pki/directory.json"
 
 [[tokens]]
 id = "contact-point"
@@ -56,7 +54,7 @@ def test_a_toml_file_loads_with_defaults_and_paths_relative_to_the_file(tmp_path
     # one database holds every fact and the audit log, so they commit together
     assert config.database_path == conf_dir / "data" / "AL-ARO" / "node.sqlite3"
     assert config.audit_path == config.database_path
-    assert config.recipients == frozenset({"RS-PPO", "MD-ARO"})
+    assert config.directory_path == conf_dir / "pki" / "directory.json"
     assert config.tokens[0].role is Role.CONTACT_POINT
     assert config.limits.max_body_bytes == 65536
     assert config.limits.max_skew_seconds == 300
@@ -75,7 +73,7 @@ def test_environment_variables_override_the_file_including_nested_fields(tmp_pat
         "EXCHANGE_LISTEN_PORT": "9000",
         "EXCHANGE_LIMITS__PREFETCH": "8",
         "EXCHANGE_CHECKPOINT__EVERY_SECONDS": "2.5",
-        "EXCHANGE_NODES": "AL-ARO, RS-PPO",
+        "EXCHANGE_DIRECTORY_POLL_SECONDS": "0.5",
         "EXCHANGE_BUS": "memory",
         "EXCHANGE_LOG_LEVEL": "DEBUG",  # not a configuration field: left alone
         "OTHER_LISTEN_PORT": "1",
@@ -86,7 +84,7 @@ def test_environment_variables_override_the_file_including_nested_fields(tmp_pat
     assert config.limits.prefetch == 8
     assert config.limits.max_body_bytes == 65536  # the rest of the section is kept
     assert config.checkpoint.every_seconds == 2.5
-    assert config.nodes == ("AL-ARO", "RS-PPO")
+    assert config.directory_poll_seconds == 0.5
     assert config.bus == "memory"
 
 
@@ -136,8 +134,12 @@ def test_a_bad_override_is_refused_naming_the_field(
         (('node_id = "AL-ARO"\n', ""), "node_id"),
         ((f'sha256 = "{HASH}"', 'sha256 = "plain-secret-token"'), "tokens.0.sha256"),
         (('role = "contact-point"', 'role = "root"'), "tokens.0.role"),
-        (('"MD-ARO"]', '"MD-ARO", "RS-PPO"]'), "nodes"),
-        (('nodes = ["AL-ARO", ', "nodes = ["), "nodes"),
+        (('network = "see-arn"', 'network = "see-arn"\nnodes = ["AL-ARO"]'), "nodes"),
+        (('network = "see-arn"', 'network = "see-arn"\ncerts_dir = "pki"'), "certs_dir"),
+        (
+            ("[limits]", '[[networks]]\nname = "pcn"\nmembers = ["AL-ARO", "RS-PPO"]\n\n[limits]'),
+            "members come from the signed network directory",
+        ),
     ],
 )
 def test_a_bad_file_is_refused_naming_the_field(

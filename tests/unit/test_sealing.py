@@ -266,7 +266,10 @@ def test_an_envelope_with_both_payload_and_sealed_is_malformed(
     policy: VerificationPolicy,
 ) -> None:
     envelope, _ = sealed_envelope(signer, make_header, node_keys, payload)
-    assert verify_refusal({**envelope, "payload": payload}, policy) == "envelope.malformed"
+    with pytest.raises(VerificationError) as caught:
+        verify_envelope({**envelope, "payload": payload}, policy)
+    assert caught.value.code == "envelope.malformed"
+    assert [e.path for e in caught.value.errors] == ["/payload"]
 
 
 def test_an_envelope_with_neither_payload_nor_sealed_is_malformed(
@@ -278,7 +281,10 @@ def test_an_envelope_with_neither_payload_nor_sealed_is_malformed(
 ) -> None:
     envelope, _ = sealed_envelope(signer, make_header, node_keys, payload)
     del envelope["sealed"]
-    assert verify_refusal(envelope, policy) == "envelope.malformed"
+    with pytest.raises(VerificationError) as caught:
+        verify_envelope(envelope, policy)
+    assert caught.value.code == "envelope.malformed"
+    assert [e.path for e in caught.value.errors] == ["/payload"]
 
 
 def test_a_clear_signature_does_not_verify_a_sealed_envelope(

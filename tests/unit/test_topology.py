@@ -111,9 +111,10 @@ def test_specs_are_frozen_hashable_values() -> None:
 def test_declarations_are_idempotent_sums() -> None:
     t = Topology()
     both = t.for_node("AL-ARO") + t.for_node("RS-PPO") + t.for_node("AL-ARO")
-    assert len(both.exchanges) == 4
+    assert len(both.exchanges) == 5  # messages, cases, audit, dead and the directory's
     assert [q.name for q in both.queues] == [
         "xb.audit.stream",
+        "xb.directory.stream",
         "xb.inbox.AL-ARO",
         "xb.dead.AL-ARO",
         "xb.inbox.RS-PPO",
@@ -314,8 +315,8 @@ def test_every_nodes_queues_are_bounded_by_a_policy_that_refuses_more() -> None:
 
     for queue in [q["name"] for q in defs["queues"]]:
         bounds = applied(queue)
-        if queue == "xb.audit.stream":
-            assert bounds is None  # the stream keeps its own retention
+        if queue in ("xb.audit.stream", "xb.directory.stream"):
+            assert bounds is None  # a stream keeps its own retention
         elif queue.endswith("RS-PPO") and ".dead." not in queue:
             assert bounds is not None and bounds["max-length"] == 500, queue
         elif ".dead." in queue:
