@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +85,24 @@ class RecipientKey:
     def __post_init__(self) -> None:
         object.__setattr__(self, "kid", kid_of(self.public_key))
         object.__setattr__(self, "hpke_key", _public_key(self.kem, self.public_key))
+
+    @classmethod
+    def from_announced(cls, node: str, entry: Mapping[str, str]) -> RecipientKey:
+        """A key as a directory entry announces it (`announced`): `kem`, `public_key`
+        (base64url) and, if given, `kid`, which must be the key's."""
+        try:
+            key = cls(node, entry["kem"], b64url_decode(entry["public_key"]))
+        except (KeyError, TypeError, ValueError) as err:
+            if isinstance(err, ExchangeValueError):
+                raise
+            raise _bad_key(f"the encryption key of {node} is not kem + base64url") from None
+        if entry.get("kid", key.kid) != key.kid:
+            raise _bad_key(f"the encryption key of {node} does not have the kid announced")
+        return key
+
+    def announced(self) -> dict[str, str]:
+        """What a directory entry announces of this key."""
+        return {"kem": self.kem, "public_key": b64url_encode(self.public_key), "kid": self.kid}
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ def test_the_signer_and_recipient_keys_are_those_the_manifest_names() -> None:
         key = load_decryption_key(SEALED / entry["key"])
         announced = orjson.loads((SEALED / f"keys/{node}.kem.json").read_bytes())
         assert announced == {k: entry[k] for k in ("node", "kem", "public_key", "kid")}
-        public = RecipientKey(node, entry["kem"], b64url_decode(entry["public_key"]))
+        public = RecipientKey.from_announced(node, announced)
         assert key.kem == entry["kem"] and key.public_key == public.public_key
         assert key.kid == public.kid == entry["kid"]
         kems.add(key.kem)

@@ -755,3 +755,37 @@ def test_every_seal_refusal_can_be_a_receipt_reason() -> None:
                 "received_at": "2026-03-01T10:00:00.000Z",
             }
         )
+
+
+def test_a_key_announced_in_the_directory_is_read_back_with_its_kid() -> None:
+    for kem in KEMS:
+        key = generate_decryption_key(kem).recipient("RS-ARO")
+        entry = key.announced()
+        assert entry == {"kem": kem, "public_key": b64url_encode(key.public_key), "kid": key.kid}
+        assert RecipientKey.from_announced("RS-ARO", entry) == key
+        unnamed = {k: entry[k] for k in ("kem", "public_key")}  # the kid is optional
+        assert RecipientKey.from_announced("RS-ARO", unnamed) == key
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"kid": "0" * 64},  # another key's kid
+        {"kem": "X25519"},  # an X-Wing key announced as X25519
+        {"public_key": "not base64url!"},
+        {"public_key": None},
+    ],
+)
+def test_an_announced_key_that_does_not_hold_is_refused(change: dict[str, Any]) -> None:
+    entry = {**generate_decryption_key(KEM_XWING).recipient("RS-ARO").announced(), **change}
+    with pytest.raises(ExchangeError) as caught:
+        RecipientKey.from_announced("RS-ARO", entry)
+    assert caught.value.code == "config.invalid"
+
+
+def test_an_announced_key_without_its_kem_is_refused() -> None:
+    entry = generate_decryption_key(KEM_XWING).recipient("RS-ARO").announced()
+    del entry["kem"]
+    with pytest.raises(ExchangeError) as caught:
+        RecipientKey.from_announced("RS-ARO", entry)
+    assert caught.value.code == "config.invalid"
