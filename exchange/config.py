@@ -229,7 +229,25 @@ class NodeConfig(BaseModel):
     bus: Literal["amqp", "memory"] = "amqp"
     topology_prefix: str = Field(default="xb", pattern=PREFIX_PATTERN)
     data_dir: Path
-    key_path: Path
+    key_path: Path | None = Field(
+        default=None,
+        description="The node's signing key (PEM, mode 0600), made on the node by `exchange "
+        "pki request`. Either this or key_uri.",
+    )
+    key_uri: str | None = Field(
+        default=None,
+        pattern=r"^pkcs11:[^?]*$",
+        max_length=1000,
+        description="The signing key in a PKCS#11 token, as an RFC 7512 URI "
+        "(pkcs11:token=LABEL;object=LABEL): it signs there (CKM_EDDSA) and never leaves the "
+        "token. Needs pkcs11_module and pkcs11_pin_path. Either this or key_path.",
+    )
+    pkcs11_module: Path | None = Field(
+        default=None, description="The token's PKCS#11 module (a shared library)."
+    )
+    pkcs11_pin_path: Path | None = Field(
+        default=None, description="A file holding the token's user PIN (mode 0600)."
+    )
     cert_path: Path
     ca_path: Path
     crl_path: Path | None = Field(
@@ -306,6 +324,24 @@ class NodeConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _one_signing_key(self) -> NodeConfig:
+        if (self.key_path is None) == (self.key_uri is None):
+            raise ValueError("set exactly one of key_path (a key file) and key_uri (a token key)")
+        token = {"pkcs11_module": self.pkcs11_module, "pkcs11_pin_path": self.pkcs11_pin_path}
+        if self.key_uri is not None:
+            missing = [name for name, value in token.items() if value is None]
+            if missing:
+                raise ValueError(f"key_uri needs {' and '.join(missing)}")
+            if self.amqp_url.startswith("amqps://"):
+                raise ValueError(
+                    "amqps:// logs in to the broker with the node's key as a file (TLS client "
+                    "certificate); a token key signs envelopes only: use key_path, or amqp://"
+                )
+        elif any(value is not None for value in token.values()):
+            raise ValueError("pkcs11_module and pkcs11_pin_path go with key_uri only")
+        return self
+
+    @model_validator(mode="after")
     def _revocation_needs_a_crl(self) -> NodeConfig:
         if self.revocation == "off" and self.crl_path is not None:
             raise ValueError('revocation = "off" and a crl_path: remove one of them')
@@ -374,6 +410,8 @@ class NodeConfig(BaseModel):
 _PATH_FIELDS = (
     "data_dir",
     "key_path",
+    "pkcs11_module",
+    "pkcs11_pin_path",
     "cert_path",
     "ca_path",
     "crl_path",

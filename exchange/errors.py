@@ -63,6 +63,25 @@ ERROR_TABLE: dict[str, ErrorSpec] = {
     "crl.rollback": ErrorSpec(
         409, "A CRL not newer than the newest this node has used was refused", False
     ),
+    # enrollment: a node's certification request, as the CA checks it (never a receipt reason)
+    "csr.malformed": ErrorSpec(422, "The certification request is not a PKCS#10 request"),
+    "csr.key_type": ErrorSpec(422, "The certification request's key is not Ed25519"),
+    "csr.signature": ErrorSpec(422, "The certification request's signature does not verify"),
+    "csr.name_mismatch": ErrorSpec(
+        422, "The certification request names another node, or more than the node"
+    ),
+    "csr.duplicate": ErrorSpec(
+        409,
+        "The node already has a certificate for another key (and the request is no rotation), "
+        "or the key is certified for another node",
+    ),
+    # a node's own signing key, in a file or in a PKCS#11 token
+    "key.mismatch": ErrorSpec(400, "The signing key is not the one its certificate certifies"),
+    "pkcs11.uri": ErrorSpec(400, "The PKCS#11 key URI is not valid"),
+    "pkcs11.unavailable": ErrorSpec(503, "The PKCS#11 module cannot be used, or the token failed"),
+    "pkcs11.token": ErrorSpec(400, "No PKCS#11 token matches the key URI"),
+    "pkcs11.pin": ErrorSpec(400, "The token refused the PIN, or the PIN file cannot be read"),
+    "pkcs11.key": ErrorSpec(400, "The token holds no single Ed25519 key by that name"),
     # the signed network directory (a node's own input, never a receipt reason)
     "directory.malformed": ErrorSpec(422, "The network directory is not a well-formed document"),
     "directory.untrusted": ErrorSpec(

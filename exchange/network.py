@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from exchange.config import DEFAULT_AMQP_URL, NodeConfig, Role
-from exchange.crypto.pki import init_network, issue_node_certificate
+from exchange.crypto.enroll import request_key, sign_request
+from exchange.crypto.pki import init_network
 from exchange.directory.build import build_directory, next_serial, read_members
 from exchange.errors import ExchangeError
 from exchange.gateway.auth import hash_token
@@ -344,7 +345,10 @@ def add_node(
         raise ExchangeError(f"{node} is already a member of {layout.network}", code="usage")
     _check([*layout.nodes, node], layout.network, port, "memory")
     first = layout.config(next(iter(layout.nodes)), environ={})
-    issue_node_certificate(layout.pki_dir, node)
+    # as a new country does it: its key made beside the request, the request signed
+    _, request = request_key(layout.pki_dir, node)
+    sign_request(layout.pki_dir, request, node, role=role)
+    request.unlink()
     with layout.members_file.open("a", encoding="utf-8") as fh:
         fh.write(render_member(node, role))
     serial = next_serial(layout.directory_file)

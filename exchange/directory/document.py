@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from exchange.crypto.canonical import canonicalize, parse_json
-from exchange.crypto.pki import kid_of, network_of, node_id_of
+from exchange.crypto.pki import kid_of, network_of, node_id_of, role_of
 from exchange.crypto.signing import ALGORITHM, b64url_decode, b64url_encode
 from exchange.errors import ExchangeError, VerificationError
 from exchange.model.common import MessageType, NetworkName, NodeId
@@ -280,6 +280,13 @@ def _member_certificates(member: Member, ca: x509.Certificate) -> tuple[x509.Cer
             raise _invalid(f"{what} names no node") from None
         if named != member.id:
             raise _invalid(f"{what} names {named}, not {member.id}")
+        try:
+            certified = role_of(cert)
+        except ExchangeError:
+            raise _invalid(f"{what} names no role") from None
+        if member.role is MemberRole.AUTHORITY and certified != MemberRole.AUTHORITY.value:
+            # the directory may confine a member further than its certificate, never free it
+            raise _invalid(f"{what} is certified {certified}; the directory says authority")
         certs.append(cert)
     return tuple(certs)
 

@@ -31,8 +31,8 @@ from exchange.errors import ExchangeError, VerificationError
 from exchange.log import get_logger
 from exchange.storage import node_meta
 from exchange.storage.sqlite_thread import SqliteThread
-from exchange.tasks import cancel_and_wait
-from exchange.transport.bus import Bus, stream_offset
+from exchange.tasks import cancel_and_wait, every
+from exchange.transport.bus import Bus, ConsumeError, stream_offset
 
 _log = get_logger(__name__)
 
@@ -59,13 +59,13 @@ class DirectoryKeeper:
         db: SqliteThread,
         audit: AuditLog,
         node_id: str,
-        on_crl: Callable[[x509.CertificateRevocationList], Awaitable[object]] | None = None,
+        on_taken: Callable[[VerifiedDirectory], Awaitable[object]] | None = None,
     ) -> None:
         self._ca = ca
         self._db = db
         self._audit = audit
         self._node = node_id
-        self._on_crl = on_crl
+        self._on_taken = on_taken
         self.view: NetworkView | None = None
 
     async def settle(self, file: Path | None) -> VerifiedDirectory:
@@ -156,8 +156,9 @@ class DirectoryKeeper:
             members=len(directory.body.members),
             source=source,
         )
-        if self._on_crl is not None:
-            await self._on_crl(directory.crl)
+        if self._on_taken is not None:
+            # what follows the directory: its CRL, the prosecutor networks to subscribe to
+            await self._on_taken(directory)
         return True
 
     def _keep(
@@ -217,21 +218,13 @@ class DirectoryFollower:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="directory-follow")
+        self._task = asyncio.create_task(
+            every(self._interval, self.poll, "directory.poll_failed"), name="directory-follow"
+        )
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.poll()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the broker went away: try again at the next tick
-                _log.warning("directory.poll_failed", error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(self._interval)
 
     async def poll(self) -> int:
         """Read the stream from where the node stopped; return how many directories were
@@ -246,12 +239,17 @@ class DirectoryFollower:
             idle_timeout=0.3,
             queue=bus.topology.directory_stream_queue,
         )
-        async for delivery in stream:
-            offset = stream_offset(delivery)
-            if start is not None and offset is not None and offset < start:
-                continue  # a stream starts at its chunk's first record
-            source = f"broker offset {offset}"
-            taken += await self._keeper.offer(delivery.body, source, offset)
+        try:
+            async for delivery in stream:
+                offset = stream_offset(delivery)
+                if start is not None and offset is not None and offset < start:
+                    continue  # a stream starts at its chunk's first record
+                source = f"broker offset {offset}"
+                taken += await self._keeper.offer(delivery.body, source, offset)
+        except ConsumeError as err:
+            if "NOT_FOUND" not in str(err):
+                raise
+            return 0  # nothing was ever published: the node runs on the directory it has
         return taken
 
 

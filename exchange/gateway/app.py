@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from aiormq.exceptions import ProbableAuthenticationError
-from cryptography import x509
 
 from exchange.audit.checkpoints import Checkpoint, CheckpointPolicy
 from exchange.audit.log import AuditLog
@@ -31,6 +30,7 @@ from exchange.crypto.pki import load_certificate
 from exchange.crypto.revocation import CrlFile
 from exchange.crypto.signing import NodeSigner
 from exchange.crypto.verify import TrustStore
+from exchange.directory.document import VerifiedDirectory
 from exchange.directory.follow import DirectoryFollower, DirectoryKeeper
 from exchange.directory.view import NetworkView
 from exchange.errors import ConfigError
@@ -76,17 +76,32 @@ def _guarded(route: Route, authenticator: Authenticator) -> RouteHandler:
 
 
 def load_identity(config: NodeConfig) -> tuple[NodeSigner, TrustStore]:
-    """The node's signer and the network's trust store (the CA, and the CRL file if one is
+    """The node's signer (its key file, or its key in a PKCS#11 token, which must be the
+    certificate's) and the network's trust store (the CA, and the CRL file if one is
     configured); the members' certificates come from the network directory."""
-    signer = NodeSigner.from_files(config.key_path, config.cert_path)
-    if signer.node_id != config.node_id:
-        raise ConfigError(
-            f"the certificate at {config.cert_path} names {signer.node_id}, "
-            f"not this node {config.node_id}"
-        )
-    crl = CrlFile(config.crl_path).read() if config.crl_path is not None else None
-    trust = TrustStore(load_certificate(config.ca_path), crl)
+    signer = _load_signer(config)
+    try:
+        if signer.node_id != config.node_id:
+            raise ConfigError(
+                f"the certificate at {config.cert_path} names {signer.node_id}, "
+                f"not this node {config.node_id}"
+            )
+        crl = CrlFile(config.crl_path).read() if config.crl_path is not None else None
+        trust = TrustStore(load_certificate(config.ca_path), crl)
+    except BaseException:
+        signer.close()  # a token key is let go of
+        raise
     return signer, trust
+
+
+def _load_signer(config: NodeConfig) -> NodeSigner:
+    if config.key_uri is not None:
+        assert config.pkcs11_module is not None and config.pkcs11_pin_path is not None
+        return NodeSigner.from_token(
+            config.pkcs11_module, config.key_uri, config.pkcs11_pin_path, config.cert_path
+        )
+    assert config.key_path is not None  # NodeConfig sets exactly one of the two
+    return NodeSigner.from_files(config.key_path, config.cert_path)
 
 
 def build_bus(config: NodeConfig) -> Bus:
@@ -101,6 +116,7 @@ def build_bus(config: NodeConfig) -> Bus:
         return MemoryBus(topology, node_id=config.node_id)
     ssl_context = None
     if is_tls_url(config.amqp_url):
+        assert config.key_path is not None  # NodeConfig refuses amqps:// with a token key
         ssl_context = broker_client_context(
             config.broker_ca_path or config.ca_path, config.cert_path, config.key_path
         )
@@ -117,7 +133,10 @@ def build_bus(config: NodeConfig) -> Bus:
 async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
     signer, trust = await asyncio.to_thread(load_identity, app[keys.CONFIG])
     app[keys.SIGNER], app[keys.TRUST] = signer, trust
-    yield
+    try:
+        yield
+    finally:
+        signer.close()
 
 
 def _setup_database(conn: sqlite3.Connection) -> None:
@@ -191,18 +210,21 @@ async def _directory_ctx(app: web.Application) -> AsyncIterator[None]:
     (see `exchange.directory.follow`)."""
     config, trust = app[keys.CONFIG], app[keys.TRUST]
 
-    async def offer_crl(crl: x509.CertificateRevocationList) -> None:
+    async def taken(directory: VerifiedDirectory) -> None:
         revocation = app.get(keys.REVOCATION)
         held = trust.crl_number
-        if revocation is not None and (held is None or trust.crl_number_of(crl) > held):
-            await revocation.offer(crl)
+        if revocation is not None and (held is None or trust.crl_number_of(directory.crl) > held):
+            await revocation.offer(directory.crl)
+        bus, updates = app.get(keys.BUS), app.get(CASE_UPDATES)
+        if bus is not None and bus.connected and updates is not None:
+            await updates.follow_networks(bus)
 
     keeper = DirectoryKeeper(
         ca=trust.ca,
         db=app[keys.DATABASE],
         audit=app[keys.AUDIT],
         node_id=config.node_id,
-        on_crl=offer_crl,
+        on_taken=taken,
     )
     directory = await keeper.settle(config.directory_path)
     keeper.view = app[keys.DIRECTORY] = NetworkView(config, trust, directory)

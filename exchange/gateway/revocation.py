@@ -26,7 +26,7 @@ from exchange.errors import ExchangeError
 from exchange.log import get_logger
 from exchange.storage import node_meta
 from exchange.storage.sqlite_thread import SqliteThread
-from exchange.tasks import cancel_and_wait
+from exchange.tasks import cancel_and_wait, every
 
 CHECK_SECONDS = 1.0
 
@@ -82,21 +82,14 @@ class Revocation:
         elif held is None:
             await self._keep(current)
         if self._file is not None:
-            self._task = asyncio.create_task(self._watch(), name="crl-watch")
+            self._task = asyncio.create_task(
+                every(self._interval, self.check_file, "crl.watch_failed", wait_first=True),
+                name="crl-watch",
+            )
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
-
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.check_file()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the watch must survive anything; the CRL in use stays
-                _log.exception("crl.watch_failed", node=self._node)
 
     async def check_file(self) -> None:
         """Look at the file once: use a newer CRL, refuse anything else that changed."""

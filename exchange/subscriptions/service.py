@@ -169,12 +169,20 @@ class CaseUpdates:
         self._worker.start()
         if bus is None:
             return
-        networks = self.view.member_networks()
         await bus.declare_node(self.node_id)
+        await self.follow_networks(bus)
+
+    async def follow_networks(self, bus: Bus) -> None:
+        """Bind the subscription queue to every prosecutor network the directory in use
+        makes this node a member of, and consume it once there is one: at start, and when
+        a newer directory adds the node to a network. (A network it leaves keeps its
+        binding until the operator removes it; the consumer refuses that network's updates
+        from then on: `network.forbidden`.)"""
+        networks = self.view.member_networks()
         for network in networks:
             cases = list(network.cases) if network.cases is not None else None
             await bus.declare_subscription(self.node_id, [network.name], cases)
-        if networks:
+        if networks and self._consumer is None:
             self._consumer = await bus.consume(
                 self.topology.subscription_queue(self.node_id),
                 self.consumer.handle,

@@ -68,7 +68,7 @@ def render_definitions(
         node: sorted(net for net, members in networks.items() if node in members)
         for node in all_nodes
     }
-    decl = topology.shared()
+    decl = topology.shared() + topology.directory_declarations()
     for node in all_nodes:
         receives = [*roles[node][1], "receipt"] if node in roles else None
         decl = decl + topology.for_node(node, receives)

@@ -399,14 +399,15 @@ class Topology:
         return tuple(BindingSpec(self.cases.name, queue, key) for key in _unique(keys))
 
     def shared(self) -> Declarations:
-        """What every node relies on: the four exchanges, the audit stream and its bindings,
-        and the directory's exchange and stream."""
-        directory = BindingSpec(self.directory.name, self.directory_stream_queue, "")
-        return Declarations(
-            (*self.exchanges(), self.directory),
-            (self.audit_stream, self.directory_stream),
-            (*self.audit_bindings(), directory),
-        )
+        """What every node relies on: the four exchanges, the audit stream and its bindings."""
+        return Declarations(self.exchanges(), (self.audit_stream,), self.audit_bindings())
+
+    def directory_declarations(self) -> Declarations:
+        """The directory's exchange and stream: declared by whoever publishes the first
+        directory (`exchange directory publish`) or by the rendered definitions; a node
+        only reads the stream, and finds nothing to read until then."""
+        binding = BindingSpec(self.directory.name, self.directory_stream_queue, "")
+        return Declarations((self.directory,), (self.directory_stream,), (binding,))
 
     def for_node(self, node: str, receives: Sequence[str] | None = None) -> Declarations:
         """Everything a node needs to send and receive: `shared()` plus its own queues."""

@@ -191,3 +191,33 @@ async def test_rollbacks_foreign_and_malformed_directories_are_refused_and_chang
         assert len(await live.refused(node, "directory.untrusted")) == 1
         assert await live.serial(node) == 2
     await exchange_both_ways(live, "AL-ARO", "RS-PPO")
+
+
+async def test_a_prosecutor_network_added_by_a_directory_carries_updates_at_once(
+    live: Live,
+) -> None:
+    def with_network(body: dict[str, Any]) -> None:
+        body["networks"] = [{"name": "jit-new", "members": ["AL-ARO", "RS-PPO"]}]
+
+    await live.publish(resign(live.layout, with_network))
+    await live.all_at(2, FIRST)
+    update = {
+        "type": "case-update",
+        "recipients": ["RS-PPO"],
+        "case": "AL-2026-0042",
+        "priority": "normal",
+        "handling": {"tlp": "AMBER", "code": "H2"},
+        "payload": {
+            "case": "AL-2026-0042",
+            "network": "jit-new",
+            "event": "opened",
+            "summary": "A joint team set up today.",
+        },
+    }
+    await live.client("AL-ARO").submit(update)
+    subscriber = live.client("RS-PPO", "subscriber")
+    (item,) = await subscriber.wait_case_updates(1, network="jit-new")
+    assert item.update["summary"] == "A joint team set up today."
+    with pytest.raises(ProblemError) as outside:  # MD-ARO is not in it
+        await live.client("MD-ARO", "subscriber").case_updates(network="jit-new")
+    assert outside.value.status == 400

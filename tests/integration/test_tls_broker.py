@@ -42,10 +42,10 @@ from exchange.crypto.pki import (
     create_ca,
     create_node_certificate,
     init_network,
-    issue_server_certificate,
     load_certificate,
     load_private_key,
 )
+from exchange.crypto.server_certs import issue_server_certificate
 from exchange.crypto.verify import TrustStore
 from exchange.demo.runner import load_payload
 from exchange.errors import VerificationError

@@ -209,3 +209,60 @@ def test_the_connection_hook_that_failover_relies_on_exists_in_aio_pika() -> Non
 
     assert callable(getattr(aio_pika.RobustConnection, _CONNECT_ATTEMPT, None))
     assert _CONNECT_ATTEMPT in vars(FailoverConnection)
+
+
+TOKEN_KEY = """key_uri = "pkcs11:token=AL-ARO;object=AL-ARO-2026"
+pkcs11_module = "/usr/lib/softhsm/libsofthsm2.so"
+pkcs11_pin_path = "pki/token.pin"
+"""
+
+
+def test_a_signing_key_in_a_token_replaces_the_key_file_and_its_pin_path_is_resolved(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, BASE_TOML.replace('key_path = "pki/AL-ARO.key"\n', TOKEN_KEY))
+    config = NodeConfig.load(path, environ={})
+    assert config.key_path is None
+    assert config.key_uri == "pkcs11:token=AL-ARO;object=AL-ARO-2026"
+    assert config.pkcs11_module == Path("/usr/lib/softhsm/libsofthsm2.so")
+    assert config.pkcs11_pin_path == path.parent.resolve() / "pki" / "token.pin"
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        (BASE_TOML.replace('key_path = "pki/AL-ARO.key"\n', ""), "exactly one of key_path"),
+        (
+            BASE_TOML.replace('key_path = "pki/AL-ARO.key"\n', 'key_path = "k.key"\n' + TOKEN_KEY),
+            "exactly one of key_path",
+        ),
+        (
+            BASE_TOML.replace(
+                'key_path = "pki/AL-ARO.key"\n', 'key_uri = "pkcs11:token=T;object=O"\n'
+            ),
+            "key_uri needs pkcs11_module and pkcs11_pin_path",
+        ),
+        (
+            BASE_TOML.replace('ca_path = "pki/ca.pem"\n', 'ca_path = "c"\npkcs11_module = "m"\n'),
+            "go with key_uri only",
+        ),
+        (
+            BASE_TOML.replace('key_path = "pki/AL-ARO.key"\n', TOKEN_KEY).replace(
+                "amqp://guest:guest@", "amqps://"
+            ),
+            "a token key signs envelopes only",
+        ),
+        (
+            BASE_TOML.replace('key_path = "pki/AL-ARO.key"\n', TOKEN_KEY).replace(
+                "object=AL-ARO-2026", "object=AL-ARO-2026?pin-value=1234"
+            ),
+            "key_uri",
+        ),
+    ],
+    ids=["no-key", "both", "uri-alone", "module-alone", "amqps", "pin-in-uri"],
+)
+def test_the_signing_key_is_configured_once_and_completely(
+    tmp_path: Path, text: str, why: str
+) -> None:
+    with pytest.raises(ConfigError, match=why):
+        NodeConfig.load(write(tmp_path, text), environ={})

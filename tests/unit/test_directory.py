@@ -20,6 +20,7 @@ from exchange.crypto.pki import (
     init_network,
     load_certificate,
     load_private_key,
+    role_of,
 )
 from exchange.demo.runner import DemoNetwork, free_base_port
 from exchange.directory.build import build_directory, read_members
@@ -32,7 +33,7 @@ from exchange.directory.document import (
 from exchange.errors import ConfigError, ExchangeError, VerificationError
 from exchange.gateway import keys
 from exchange.gateway.app import create_app
-from exchange.network import NetworkLayout, init_network_dir
+from exchange.network import NetworkLayout, add_node, init_network_dir
 from exchange.transport.memory import MemoryBus
 from exchange.transport.topology import Topology
 
@@ -262,3 +263,19 @@ def test_a_member_added_to_a_development_network_gets_the_next_directory(
     grown = NetworkLayout.load(layout.directory)
     assert grown.config("EE-VASP", environ={}).directory_path == layout.directory_file
     assert main(["network", "add-node", str(layout.directory), *args]) == 2  # already a member
+
+
+def test_a_directory_cannot_make_a_private_sector_certificate_an_authority(
+    tmp_path: Path,
+) -> None:
+    layout = init_network_dir(tmp_path / "net", ["AL-ARO", "RS-PPO"], bus="memory")
+    grown = add_node(layout, "EE-VASP", port=8199, role="private-sector")
+    cert = load_certificate(grown.pki_dir / "EE-VASP.pem")
+    assert role_of(cert) == "private-sector"  # the CA certified the role
+
+    def promoted(body: dict[str, Any]) -> None:
+        next(m for m in body["members"] if m["id"] == "EE-VASP")["role"] = "authority"
+
+    with pytest.raises(VerificationError, match="certified private-sector") as refused:
+        verify_directory(resign(grown, promoted, write=False), ca_of(grown))
+    assert refused.value.code == "directory.invalid"

@@ -111,10 +111,9 @@ def test_specs_are_frozen_hashable_values() -> None:
 def test_declarations_are_idempotent_sums() -> None:
     t = Topology()
     both = t.for_node("AL-ARO") + t.for_node("RS-PPO") + t.for_node("AL-ARO")
-    assert len(both.exchanges) == 5  # messages, cases, audit, dead and the directory's
+    assert len(both.exchanges) == 4
     assert [q.name for q in both.queues] == [
         "xb.audit.stream",
-        "xb.directory.stream",
         "xb.inbox.AL-ARO",
         "xb.dead.AL-ARO",
         "xb.inbox.RS-PPO",
