@@ -97,6 +97,20 @@ ERROR_TABLE: dict[str, ErrorSpec] = {
     "role.forbidden": ErrorSpec(
         403, "A member's role may not send or receive this message type", True
     ),
+    # sealed payloads (after the signature verified: the sender's seal, not the transport)
+    "seal.malformed": ErrorSpec(
+        422, "The sealed payload is not well formed (structure, lengths, kem, plaintext)", True
+    ),
+    "seal.not_for_me": ErrorSpec(422, "The sealed payload has no entry for this node", True),
+    "seal.key_unknown": ErrorSpec(
+        422, "This node holds no decryption key with the kid its entry names", True
+    ),
+    "seal.invalid": ErrorSpec(
+        422, "The sealed payload does not open (HPKE, AES-GCM or key commitment)", True
+    ),
+    "seal.required": ErrorSpec(
+        422, "A clear payload where the network requires sealed payloads", True
+    ),
     # payload schemas
     "schema.invalid": ErrorSpec(422, "The payload does not match its schema", True),
     "schema.unknown": ErrorSpec(422, "The message type or schema version is not supported", True),
@@ -225,6 +239,14 @@ class MisroutedError(VerificationError):
     audited and dead-lettered but answers the signer with no receipt."""
 
     code = "sender.mismatch"
+
+
+class SealError(VerificationError):
+    """A signed sealed payload does not open for this node; the code says why. A kind of
+    `VerificationError`: receiving a message verifies its signature, then opens its seal,
+    and either refusal is audited and answered alike."""
+
+    code = "seal.invalid"
 
 
 class SchemaError(ExchangeError):
