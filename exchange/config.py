@@ -24,7 +24,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -182,23 +181,21 @@ class AutoUpdates(_Section):
 
 
 class NetworkConfig(_Section):
-    """A prosecutor network: its members, the events they share, and this node's settings."""
+    """This node's settings for a prosecutor network: the events it follows, its webhooks and
+    automatic updates. Who belongs to the network is the signed directory's to say: the
+    node fills `members` from it."""
 
     name: NetworkName
-    members: tuple[NodeId, ...] = Field(min_length=2)
+    members: tuple[NodeId, ...] = Field(
+        default=(),
+        description="Filled from the network directory; never set in the configuration.",
+    )
     events: tuple[CaseEvent, ...] = Field(default=tuple(CaseEvent), min_length=1)
     cases: tuple[CaseRef, ...] | None = Field(
         default=None, description="Receive only these cases' updates (default: every case)."
     )
     auto_updates: AutoUpdates = AutoUpdates()
     webhooks: tuple[WebhookConfig, ...] = ()
-
-    @field_validator("members")
-    @classmethod
-    def _members_unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if len(set(value)) != len(value):
-            raise ValueError("members must not repeat")
-        return value
 
 
 class HttpsSettings(_Section):
@@ -232,21 +229,50 @@ class NodeConfig(BaseModel):
     bus: Literal["amqp", "memory"] = "amqp"
     topology_prefix: str = Field(default="xb", pattern=PREFIX_PATTERN)
     data_dir: Path
-    key_path: Path
+    key_path: Path | None = Field(
+        default=None,
+        description="The node's signing key (PEM, mode 0600), made on the node by `exchange "
+        "pki request`. Either this or key_uri.",
+    )
+    key_uri: str | None = Field(
+        default=None,
+        pattern=r"^pkcs11:[^?]*$",
+        max_length=1000,
+        description="The signing key in a PKCS#11 token, as an RFC 7512 URI "
+        "(pkcs11:token=LABEL;object=LABEL): it signs there (CKM_EDDSA) and never leaves the "
+        "token. Needs pkcs11_module and pkcs11_pin_path. Either this or key_path.",
+    )
+    pkcs11_module: Path | None = Field(
+        default=None, description="The token's PKCS#11 module (a shared library)."
+    )
+    pkcs11_pin_path: Path | None = Field(
+        default=None, description="A file holding the token's user PIN (mode 0600)."
+    )
     cert_path: Path
     ca_path: Path
     crl_path: Path | None = Field(
         default=None,
-        description="The network's CRL (PEM). Required unless revocation is off; re-read "
-        "when the file changes, and never replaced by an older one.",
+        description="A CRL file (PEM) to watch besides the directory's: re-read when it "
+        "changes, and never replaced by an older one. The directory carries the network's "
+        "CRL, so this is only for revoking faster than the directory is re-issued.",
     )
     revocation: Literal["on", "off"] = Field(
         default="on",
         description="off: run without a CRL, accepting revoked certificates (a warning at "
         "every start). Never in production.",
     )
-    certs_dir: Path
-    nodes: tuple[NodeId, ...] = Field(min_length=1)
+    directory_path: Path | None = Field(
+        default=None,
+        description="A signed network directory to start from (`exchange directory build`). "
+        "The node then follows the directory stream on the broker and keeps the newest it "
+        "verified in its database; this file is read only at start.",
+    )
+    directory_poll_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="How often the node reads the broker's directory stream for a newer one.",
+    )
     tokens: tuple[TokenConfig, ...] = ()
     limits: Limits = Limits()
     checkpoint: CheckpointSettings = CheckpointSettings()
@@ -263,15 +289,16 @@ class NodeConfig(BaseModel):
     )
     https: HttpsSettings | None = None
 
-    @field_validator("nodes")
+    @model_validator(mode="before")
     @classmethod
-    def _nodes_valid(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
-        if len(set(value)) != len(value):
-            raise ValueError("node ids must not repeat")
-        own = info.data.get("node_id")
-        if own is not None and own not in value:
-            raise ValueError(f"nodes must include this node's own id {own!r}")
-        return value
+    def _no_static_membership(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and ("nodes" in data or "certs_dir" in data):
+            raise ValueError(
+                "nodes and certs_dir are gone: the network's members and their certificates "
+                "come from the signed network directory (set directory_path to the file "
+                "`exchange directory build` wrote)"
+            )
+        return data
 
     @field_validator("tokens")
     @classmethod
@@ -297,12 +324,25 @@ class NodeConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _one_signing_key(self) -> NodeConfig:
+        if (self.key_path is None) == (self.key_uri is None):
+            raise ValueError("set exactly one of key_path (a key file) and key_uri (a token key)")
+        token = {"pkcs11_module": self.pkcs11_module, "pkcs11_pin_path": self.pkcs11_pin_path}
+        if self.key_uri is not None:
+            missing = [name for name, value in token.items() if value is None]
+            if missing:
+                raise ValueError(f"key_uri needs {' and '.join(missing)}")
+            if self.amqp_url.startswith("amqps://"):
+                raise ValueError(
+                    "amqps:// logs in to the broker with the node's key as a file (TLS client "
+                    "certificate); a token key signs envelopes only: use key_path, or amqp://"
+                )
+        elif any(value is not None for value in token.values()):
+            raise ValueError("pkcs11_module and pkcs11_pin_path go with key_uri only")
+        return self
+
+    @model_validator(mode="after")
     def _revocation_needs_a_crl(self) -> NodeConfig:
-        if self.revocation == "on" and self.crl_path is None:
-            raise ValueError(
-                "crl_path is required: without the network's CRL a revoked certificate would "
-                'be accepted (revocation = "off" runs without one, never in production)'
-            )
         if self.revocation == "off" and self.crl_path is not None:
             raise ValueError('revocation = "off" and a crl_path: remove one of them')
         return self
@@ -313,16 +353,12 @@ class NodeConfig(BaseModel):
         if len(set(names)) != len(names):
             raise ValueError("network names must not repeat")
         for network in self.networks:
-            strangers = [m for m in network.members if m not in self.nodes]
-            if strangers:
+            if network.members:
                 raise ValueError(
-                    f"network {network.name}: members {', '.join(strangers)} are not in nodes"
+                    f"network {network.name}: members come from the signed network directory; "
+                    "remove them here"
                 )
         return self
-
-    def member_networks(self) -> tuple[NetworkConfig, ...]:
-        """The networks this node belongs to."""
-        return tuple(n for n in self.networks if self.node_id in n.members)
 
     @property
     def database_path(self) -> Path:
@@ -334,11 +370,6 @@ class NodeConfig(BaseModel):
     def audit_path(self) -> Path:
         """Where `exchange audit verify` finds the node's audit log (its database)."""
         return self.database_path
-
-    @property
-    def recipients(self) -> frozenset[str]:
-        """The nodes this one may address: every node of the network but itself."""
-        return frozenset(self.nodes) - {self.node_id}
 
     @classmethod
     def load(cls, path: str | Path, *, environ: Mapping[str, str] | None = None) -> NodeConfig:
@@ -379,10 +410,12 @@ class NodeConfig(BaseModel):
 _PATH_FIELDS = (
     "data_dir",
     "key_path",
+    "pkcs11_module",
+    "pkcs11_pin_path",
     "cert_path",
     "ca_path",
     "crl_path",
-    "certs_dir",
+    "directory_path",
     "broker_ca_path",
 )
 _HTTPS_PATH_FIELDS = ("cert_path", "key_path", "client_ca_path")
@@ -439,7 +472,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
                     f"environment variable {key} ({'.'.join(parts)}) is not valid JSON",
                     errors=[FieldError(".".join(parts), "not valid JSON")],
                 ) from None
-        elif parts in (["nodes"], ["amqp_failover_urls"]):
+        elif parts == ["amqp_failover_urls"]:
             value = [n.strip() for n in raw.split(",") if n.strip()]
         target = out
         for part in parts[:-1]:

@@ -30,6 +30,9 @@ ERROR_TABLE: dict[str, ErrorSpec] = {
     "cert.expired": ErrorSpec(422, "The certificate is outside its validity period", True),
     "cert.revoked": ErrorSpec(422, "The certificate has been revoked", True),
     "sender.mismatch": ErrorSpec(422, "The certificate belongs to another node", True),
+    "sender.unknown": ErrorSpec(
+        422, "The sender is not a member of the network's current directory", True
+    ),
     "signature.invalid": ErrorSpec(422, "The signature does not verify", True),
     "message.expired": ErrorSpec(422, "The message is past its expiry time", True),
     "clock.skew": ErrorSpec(422, "The message's creation time is too far from now", True),
@@ -59,6 +62,54 @@ ERROR_TABLE: dict[str, ErrorSpec] = {
     ),
     "crl.rollback": ErrorSpec(
         409, "A CRL not newer than the newest this node has used was refused", False
+    ),
+    # enrollment: a node's certification request, as the CA checks it (never a receipt reason)
+    "csr.malformed": ErrorSpec(422, "The certification request is not a PKCS#10 request"),
+    "csr.key_type": ErrorSpec(422, "The certification request's key is not Ed25519"),
+    "csr.signature": ErrorSpec(422, "The certification request's signature does not verify"),
+    "csr.name_mismatch": ErrorSpec(
+        422, "The certification request names another node, or more than the node"
+    ),
+    "csr.duplicate": ErrorSpec(
+        409,
+        "The node already has a certificate for another key (and the request is no rotation), "
+        "or the key is certified for another node",
+    ),
+    # a node's own signing key, in a file or in a PKCS#11 token
+    "key.mismatch": ErrorSpec(400, "The signing key is not the one its certificate certifies"),
+    "pkcs11.uri": ErrorSpec(400, "The PKCS#11 key URI is not valid"),
+    "pkcs11.unavailable": ErrorSpec(503, "The PKCS#11 module cannot be used, or the token failed"),
+    "pkcs11.token": ErrorSpec(400, "No PKCS#11 token matches the key URI"),
+    "pkcs11.pin": ErrorSpec(400, "The token refused the PIN, or the PIN file cannot be read"),
+    "pkcs11.key": ErrorSpec(400, "The token holds no single Ed25519 key by that name"),
+    # the signed network directory (a node's own input, never a receipt reason)
+    "directory.malformed": ErrorSpec(422, "The network directory is not a well-formed document"),
+    "directory.untrusted": ErrorSpec(
+        422, "The network directory is not validly signed by the network CA"
+    ),
+    "directory.invalid": ErrorSpec(
+        422, "The network directory contradicts itself or the network's PKI"
+    ),
+    "directory.expired": ErrorSpec(422, "The network directory is past its next update"),
+    "directory.rollback": ErrorSpec(
+        409, "A network directory not newer than the one in use was refused"
+    ),
+    "role.forbidden": ErrorSpec(
+        403, "A member's role may not send or receive this message type", True
+    ),
+    # sealed payloads (after the signature verified: the sender's seal, not the transport)
+    "seal.malformed": ErrorSpec(
+        422, "The sealed payload is not well formed (structure, lengths, kem, plaintext)", True
+    ),
+    "seal.not_for_me": ErrorSpec(422, "The sealed payload has no entry for this node", True),
+    "seal.key_unknown": ErrorSpec(
+        422, "This node holds no decryption key with the kid its entry names", True
+    ),
+    "seal.invalid": ErrorSpec(
+        422, "The sealed payload does not open (HPKE, AES-GCM or key commitment)", True
+    ),
+    "seal.required": ErrorSpec(
+        422, "A clear payload where the network requires sealed payloads", True
     ),
     # payload schemas
     "schema.invalid": ErrorSpec(422, "The payload does not match its schema", True),
@@ -191,6 +242,14 @@ class MisroutedError(VerificationError):
     audited and dead-lettered but answers the signer with no receipt."""
 
     code = "sender.mismatch"
+
+
+class SealError(VerificationError):
+    """A signed sealed payload does not open for this node; the code says why. A kind of
+    `VerificationError`: receiving a message verifies its signature, then opens its seal,
+    and either refusal is audited and answered alike."""
+
+    code = "seal.invalid"
 
 
 class SchemaError(ExchangeError):

@@ -40,6 +40,7 @@ class AuditEvent(StrEnum):
     SUBSCRIPTION_DELIVERED = "subscription-delivered"
     CHECKPOINT = "checkpoint"  # the log signed its own tree head (written by the log only)
     PEER_CHECKPOINT = "peer-checkpoint"  # another node's checkpoint, checked and kept
+    DIRECTORY_UPDATED = "directory-updated"  # a newer signed network directory taken up
 
 
 REFUSAL_EVENTS = frozenset({AuditEvent.REFUSED, AuditEvent.REJECTED})

@@ -2,7 +2,8 @@
 
 The signature, certificate chain and sender are checked as at the moment the envelope was
 signed (its `created_at`), so freshness cannot fail afterwards and no replay state is
-needed; then the digest recorded beside it, and its payload against the shared schema.
+needed; then the digest recorded beside it, and its payload against the shared schema (a
+sealed payload: its structure only, since only its recipients hold the key).
 With the network's CRL, an envelope whose signer's certificate was revoked before the node
 logged it is flagged: the entry's time is the node's, the `created_at` the signer's.
 """
@@ -16,8 +17,9 @@ from typing import Any
 
 from exchange.audit.entries import AuditEntry
 from exchange.audit.revocations import Revocations
-from exchange.crypto.verify import TrustStore, VerificationPolicy, verify_envelope
-from exchange.errors import ExchangeError
+from exchange.crypto.sealing import parse_sealed
+from exchange.crypto.verify import TrustStore, VerificationPolicy, VerifiedEnvelope, verify_envelope
+from exchange.errors import ExchangeError, SealError
 from exchange.model.common import MessageType
 from exchange.schemas import validate_payload
 
@@ -57,10 +59,12 @@ class EnvelopeChecker:
         except ExchangeError as err:
             return f"its envelope does not verify again: {err.code}: {err.detail}"
         header = verified.envelope.header
-        payload = verified.envelope.payload
+        payload = verified.payload
         revoked = self._revoked(verified.envelope.signature.kid, entry)
         if revoked is not None:
             return revoked
+        if payload is None:
+            return _sealed_problem(verified, entry)
         if entry.message_id is None or entry.message_id == str(header.id):
             if entry.digest is not None and entry.digest != verified.digest:
                 return "the digest it records is not its envelope's"
@@ -104,3 +108,20 @@ def signed_at(entry: AuditEntry) -> datetime:
         if when.tzinfo is not None:
             return when
     return entry.time
+
+
+def _sealed_problem(verified: VerifiedEnvelope, entry: AuditEntry) -> str | None:
+    """A sealed envelope's check: only its recipients hold the key, so the archive checks
+    the seal's structure, not the payload's schema."""
+    header = verified.envelope.header
+    if header.type is MessageType.RECEIPT:
+        return "its receipt is sealed, and receipts travel in clear"
+    if entry.message_id is not None and entry.message_id != str(header.id):
+        return f"it names message {entry.message_id} but keeps envelope {header.id}"
+    if entry.digest is not None and entry.digest != verified.digest:
+        return "the digest it records is not its envelope's"
+    try:
+        parse_sealed(verified.sealed)
+    except SealError as err:
+        return f"its sealed payload is malformed: {err.code}: {err.detail}"
+    return None

@@ -162,7 +162,7 @@ class StreamAuditor:
             return row(err.code, err.detail)
         header = verified.envelope.header
         problem = (
-            self._route_problem(delivery, header, verified.envelope.payload)
+            self._route_problem(delivery, header, verified.payload)
             or await self._time_problem(offset, header.created_at, "created_at")
             or await self._revocation_problem(offset, verified.envelope.signature.kid)
         )
@@ -217,9 +217,10 @@ class StreamAuditor:
         return row()
 
     def _route_problem(
-        self, delivery: Delivery, header: Header, payload: Mapping[str, Any]
+        self, delivery: Delivery, header: Header, payload: Mapping[str, Any] | None
     ) -> Problem | None:
-        """The exchange and routing key the broker recorded are those of the signed header."""
+        """The exchange and routing key the broker recorded are those of the signed header
+        (and of a case update's payload; of a sealed one, only the case can be checked)."""
         key, kind = delivery.routing_key, header.type
         if delivery.exchange == "messages":
             if kind is MessageType.CASE_UPDATE:
@@ -233,6 +234,9 @@ class StreamAuditor:
         if delivery.exchange == "cases":
             if kind is not MessageType.CASE_UPDATE:
                 return "route.mismatch", f"a {kind.value} on the cases exchange"
+            if payload is None:
+                words = key.split(".")
+                payload = {"network": words[0], "case": header.case, "event": words[-1]}
             parts = [str(payload.get(name)) for name in ("network", "case", "event")]
             try:
                 expected = self._topology.case_routing_key(*parts)

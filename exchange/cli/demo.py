@@ -1,4 +1,4 @@
-"""`exchange demo`: run a demo network of three nodes through one case, checking every step."""
+"""`exchange demo`: run a demo network of four nodes through one case, checking every step."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from exchange.demo.runner import main as run_main
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "demo",
-        help="run a demo network of three nodes exchanging real signed requests",
-        description="Create a network (CA, certificates, configurations), start AL-ARO, "
-        "RS-PPO and MD-ARO, and play a case: asset inquiry, findings, freeze notice, "
-        "decision, extradition support. Exit 0 only if every step verified.",
+        help="run a demo network of four nodes exchanging real signed requests",
+        description="Create a network (CA, certificates, directory, configurations), start "
+        "the authorities AL-ARO, RS-PPO and MD-ARO and the crypto exchange EE-VASP (a "
+        "private-sector member), and play a case: asset inquiry, findings, freeze notice, "
+        "decision, extradition support; then EE-VASP's inquiry, answer, freeze notice and "
+        "freeze. Exit 0 only if every step verified.",
     )
     parser.add_argument(
         "--bus",

@@ -1,4 +1,5 @@
-"""`exchange network init`: write a complete development network (PKI, node TOMLs, tokens)."""
+"""`exchange network init | add-node`: a development network (PKI, members.toml, the signed
+directory, node TOMLs, tokens), and a member added to it later."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ import os
 from exchange.cli import EXIT_OK
 from exchange.config import DEFAULT_AMQP_URL
 from exchange.errors import ExchangeError
-from exchange.network import DEFAULT_BASE_PORT, DEFAULT_NETWORK, NETWORK_FILE, init_network_dir
+from exchange.network import (
+    DEFAULT_BASE_PORT,
+    DEFAULT_NETWORK,
+    NETWORK_FILE,
+    NetworkLayout,
+    add_node,
+    init_network_dir,
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,9 +50,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=[],
         metavar="NAME=NODE,NODE,...",
         help="a prosecutor network following shared cases, e.g. see-pcn=AL-ARO,RS-PPO "
-        "(repeatable; written into each member's TOML)",
+        "(repeatable; written into members.toml and the signed directory)",
+    )
+    init.add_argument(
+        "--private-sector",
+        action="append",
+        default=[],
+        metavar="NODE",
+        help="a node that is a private-sector member (a bank, a virtual-asset service "
+        "provider): it answers inquiries and freeze notices, nothing more (repeatable)",
     )
     init.set_defaults(func=run_init)
+
+    add = actions.add_parser(
+        "add-node",
+        help="add a member to a development network: key, certificate, members.toml, the "
+        "next signed directory and its TOML (publish the directory for running nodes)",
+    )
+    add.add_argument("directory", metavar="DIR")
+    add.add_argument("--node", required=True, help="the new node's id, e.g. KZ-ARC")
+    add.add_argument("--port", type=int, required=True, help="its HTTP port")
+    add.add_argument("--role", choices=("authority", "private-sector"), default="authority")
+    add.set_defaults(func=run_add_node)
 
 
 def parse_prosecutor_networks(values: list[str]) -> dict[str, list[str]]:
@@ -72,12 +99,23 @@ def run_init(args: argparse.Namespace) -> int:
         bus=args.bus,
         prefix=args.prefix,
         networks=parse_prosecutor_networks(args.prosecutor_network),
+        roles=dict.fromkeys(args.private_sector, "private-sector"),
     )
     print(f"network {layout.network} in {layout.directory}")
     for node in layout.nodes.values():
         print(f"  {node.node_id:<14} {node.url:<24} {node.config_path}")
     for name, members in layout.networks.items():
         print(f"  prosecutor network {name}: {', '.join(members)}")
+    print(f"members: {layout.members_file}; signed directory: {layout.directory_file}")
     print(f"tokens: {layout.directory / NETWORK_FILE} (mode 0600)")
     print(f"run a node: exchange node run --config {next(iter(layout.nodes.values())).config_path}")
+    return EXIT_OK
+
+
+def run_add_node(args: argparse.Namespace) -> int:
+    layout = add_node(NetworkLayout.load(args.directory), args.node, port=args.port, role=args.role)
+    info = layout.nodes[args.node]
+    print(f"{args.node} ({args.role}) added: {info.url}, {info.config_path}")
+    print(f"directory: {layout.directory_file}; publish it for the running nodes:")
+    print(f"  exchange directory publish {layout.directory_file} --ca {layout.pki_dir / 'ca.pem'}")
     return EXIT_OK

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from exchange.directory.document import MemberRole, parse_directory
 from exchange.errors import ConfigError, ExchangeError
 from exchange.model.common import NETWORK_PATTERN, NODE_ID_PATTERN
 from exchange.transport.asyncapi import asyncapi_document
@@ -81,6 +82,18 @@ def _network_arguments(parser: argparse.ArgumentParser) -> None:
         help='network.json ({"network": NAME, "nodes": {ID: {...}}, "networks": {...}}): '
         "its nodes are members of NAME and of the prosecutor networks listed",
     )
+    parser.add_argument(
+        "--directory",
+        type=Path,
+        help="a signed network directory (directory.json): its members, prosecutor networks "
+        "and roles; private-sector members may publish and bind only what their role allows",
+    )
+    parser.add_argument(
+        "--directory-publisher",
+        action="append",
+        default=[],
+        help="a user that may publish directories to <prefix>.directory (the secretariat)",
+    )
     parser.add_argument("--vhost", help="virtual host (default: the network's name, else '/')")
     parser.add_argument("--prefix", default="xb", help="name prefix (default: xb)")
     parser.add_argument("--delivery-limit", type=int, default=5, help="deliveries before poison")
@@ -115,6 +128,13 @@ class _Network:
         vhost = args.vhost
         name = None
         self.node_bounds: dict[str, QueueBounds] = {}
+        self.roles: dict[str, tuple[list[str], list[str]]] = {}
+        self.publishers: list[str] = list(args.directory_publisher)
+        if args.directory is not None:
+            name, members, prosecutor_networks, self.roles = read_directory(args.directory)
+            networks.update(prosecutor_networks)
+            nodes += [n for n in members if n not in nodes]
+            vhost = vhost or name
         if args.network is not None:
             name, members, prosecutor_networks = read_network(args.network)
             networks[name] = members
@@ -150,6 +170,8 @@ class _Network:
                 self.networks,
                 auditors=auditors,
                 node_bounds=self.node_bounds,
+                roles=self.roles,
+                directory_publishers=self.publishers,
             )
         except ValueError as err:
             raise ExchangeError(str(err), code="usage") from err
@@ -212,6 +234,28 @@ def run_asyncapi(args: argparse.Namespace) -> int:
         args.output.write_text(text, encoding="utf-8")
         print(f"AsyncAPI {document['asyncapi']} document written to {args.output}")
     return 0
+
+
+def read_directory(
+    path: Path,
+) -> tuple[str, list[str], dict[str, list[str]], dict[str, tuple[list[str], list[str]]]]:
+    """A directory's network name, members, prosecutor networks, and (send, receive) types of
+    each member whose role is not an authority's. Its signature is not checked here: the
+    broker's rules come from what the secretariat signed (check it with `directory verify`)."""
+    try:
+        body = parse_directory(path.read_bytes()).directory
+    except OSError as err:
+        raise ExchangeError(f"cannot read {path}: {err.strerror}", code="usage") from None
+    roles = {
+        m.id: (
+            [t.value for t in body.permissions[m.role].send],
+            [t.value for t in body.permissions[m.role].receive],
+        )
+        for m in body.members
+        if m.role is not MemberRole.AUTHORITY
+    }
+    networks = {n.name: list(n.members) for n in body.networks}
+    return body.network, [m.id for m in body.members], networks, roles
 
 
 def read_network(path: Path) -> tuple[str, list[str], dict[str, list[str]]]:

@@ -12,7 +12,16 @@ from aiohttp import web
 
 from exchange.console import admin, audit_pages, compose, deadlines, feed, messages, signin
 from exchange.console.sessions import Sessions
-from exchange.console.web import CONSOLE, PREFIX, STATIC, Handler, make_console, security_headers
+from exchange.console.web import (
+    CONSOLE,
+    PREFIX,
+    STATIC,
+    Handler,
+    make_console,
+    page,
+    security_headers,
+)
+from exchange.errors import RequestError
 
 ROUTES: tuple[tuple[str, str, Handler, str | None], ...] = (
     ("GET", PREFIX, signin.bare_prefix, None),
@@ -52,10 +61,16 @@ async def static_file(request: web.Request) -> web.StreamResponse:
     return web.Response(body=body, content_type=content_type, charset="utf-8")
 
 
+@page()
+async def no_such_page(request: web.Request) -> web.StreamResponse:
+    raise RequestError("there is no such page in the console", code="not_found")
+
+
 def setup_console(app: web.Application, sessions: Sessions | None = None) -> None:
     """Add the console's routes and headers to a gateway's application."""
     app[CONSOLE] = make_console(sessions)
     for method, path, handler, name in ROUTES:
         app.router.add_route(method, path, handler, name=name)
     app.router.add_get(f"{STATIC}{{name}}", static_file, name="console-static")
+    app.router.add_get(f"{PREFIX}/{{tail:.+}}", no_such_page)  # last: an HTML 404
     app.on_response_prepare.append(security_headers)

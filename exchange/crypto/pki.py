@@ -1,15 +1,16 @@
 """The network's PKI: a self-signed Ed25519 CA, node certificates, and the CRL.
 
-A network directory holds `ca.pem`/`ca.key`, each node's current `<NODE>.pem`/`<NODE>.key`,
-rotated ones as `<NODE>.<serial-hex>.pem`/`.key`, and `crl.pem`; TLS server certificates
-(brokers, HTTPS gateways) live apart in `tls/<HOST>.pem`/`.key`, so that no trust store
-ever mistakes one for a node. Certificates reach the other nodes out of band; the CA key
-stays with the network's operator.
+A network directory holds `ca.pem`/`ca.key`, each node's current `<NODE>.pem`, rotated ones
+as `<NODE>.<serial-hex>.pem`, and `crl.pem`; TLS server certificates (brokers, HTTPS
+gateways) live apart in `tls/<HOST>.pem`/`.key` (`exchange.crypto.server_certs`), so that
+no trust store ever mistakes one for a node. A node certificate certifies a key the node
+made itself: the CA signs the node's request (`certify_request`; `exchange.crypto.enroll`
+for the files) and never sees the private key. Only the development network
+(`init_network`) keeps every node's key beside the CA, made through the same two steps.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -18,9 +19,11 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from exchange.crypto.csr import NODE_URI_PREFIX, check_request, create_request, load_request
+from exchange.crypto.csr import request_pem as _request_pem
 from exchange.crypto.pem_files import read_pem as _read
 from exchange.crypto.pem_files import staging_path as _staging
 from exchange.crypto.pem_files import write_certificate as _write_certificate
@@ -29,7 +32,6 @@ from exchange.crypto.pem_files import write_private_key as _write_private_key
 from exchange.errors import ConfigError, ExchangeError, VerificationError
 from exchange.model.common import NETWORK_PATTERN, NODE_ID_PATTERN
 
-NODE_URI_PREFIX = "urn:xb:node:"
 CA_CERT_FILE = "ca.pem"
 CA_KEY_FILE = "ca.key"
 CRL_FILE = "crl.pem"
@@ -37,17 +39,18 @@ TLS_DIR = "tls"
 
 CA_VALIDITY = timedelta(days=3650)
 NODE_VALIDITY = timedelta(days=730)
-SERVER_VALIDITY = timedelta(days=397)
 CRL_VALIDITY = timedelta(days=365)
 BACKDATE = timedelta(minutes=5)
 """Certificates start a little in the past, so a peer whose clock lags accepts them at once."""
 
 _NODE_ID = re.compile(NODE_ID_PATTERN)
 _NETWORK = re.compile(NETWORK_PATTERN)
-_HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
-)
+
+ROLE_AUTHORITY = "authority"
+ROLE_PRIVATE_SECTOR = "private-sector"
+ROLES = (ROLE_AUTHORITY, ROLE_PRIVATE_SECTOR)
+"""A member's role, written as its certificate's subject OU. An authority's certificate has
+no OU, as every certificate from before roles has none: no existing certificate changes."""
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -86,6 +89,24 @@ def network_of(ca_cert: x509.Certificate) -> str:
     if len(names) != 1:
         raise ConfigError("the CA certificate must name its network as the subject's O")
     return str(names[0].value)
+
+
+def role_of(cert: x509.Certificate) -> str:
+    """A node certificate's role (`ROLES`): its subject OU, `authority` when it has none.
+
+    An OU that names no role is refused (`cert.untrusted`) rather than read as a default.
+    """
+    units = [
+        str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    ]
+    if not units:
+        return ROLE_AUTHORITY
+    if len(units) != 1 or units[0] not in ROLES:
+        raise VerificationError(
+            f"the certificate's OU {', '.join(units)!r} names no role ({', '.join(ROLES)})",
+            code="cert.untrusted",
+        )
+    return units[0]
 
 
 def load_certificate(path: str | os.PathLike[str]) -> x509.Certificate:
@@ -143,7 +164,7 @@ def create_ca(
             x509.NameAttribute(NameOID.COMMON_NAME, f"{network} network CA"),
         ]
     )
-    usage = _key_usage(key_cert_sign=True, crl_sign=True)
+    usage = key_usage(key_cert_sign=True, crl_sign=True)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -166,98 +187,92 @@ def create_node_certificate(
     node: str,
     *,
     key: Ed25519PrivateKey | None = None,
+    role: str = ROLE_AUTHORITY,
     serial: int | None = None,
     not_before: datetime | None = None,
     not_after: datetime | None = None,
 ) -> tuple[Ed25519PrivateKey, x509.Certificate]:
-    """A node's signing certificate (also fit as a TLS client certificate)."""
-    _check_node_id(node)
+    """A key (`key`, or a new one) and its node certificate, for tests and test vectors.
+
+    Networks enroll by request instead (`certify_request`): the CA never holds the key.
+    """
     key = key or Ed25519PrivateKey.generate()
-    start = not_before or _now() - BACKDATE
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, network_of(ca_cert)),
-            x509.NameAttribute(NameOID.COMMON_NAME, node),
-        ]
+    cert = certify_key(
+        ca_key,
+        ca_cert,
+        node,
+        key.public_key(),
+        role=role,
+        serial=serial,
+        not_before=not_before,
+        not_after=not_after,
     )
+    return key, cert
+
+
+def certify_request(
+    ca_key: Ed25519PrivateKey,
+    ca_cert: x509.Certificate,
+    request: x509.CertificateSigningRequest,
+    node: str,
+    *,
+    role: str = ROLE_AUTHORITY,
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+) -> x509.Certificate:
+    """The CA's half of enrollment: check `request` (`exchange.crypto.csr.check_request`:
+    an Ed25519 key, a valid signature, named `node` and nothing else), then certify its key.
+
+    Only the key comes from the request; names, role and extensions are the CA's own.
+    """
+    _check_node_id(node)
+    public_key = check_request(request, node)
+    return certify_key(
+        ca_key, ca_cert, node, public_key, role=role, not_before=not_before, not_after=not_after
+    )
+
+
+def certify_key(
+    ca_key: Ed25519PrivateKey,
+    ca_cert: x509.Certificate,
+    node: str,
+    public_key: Ed25519PublicKey,
+    *,
+    role: str = ROLE_AUTHORITY,
+    serial: int | None = None,
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+) -> x509.Certificate:
+    """A node's signing certificate for `public_key` (also fit as a TLS client certificate):
+    O = the network, OU = the role unless `authority`, CN and SAN URI = the node."""
+    _check_node_id(node)
+    if role not in ROLES:
+        raise ExchangeError(f"{role!r} is not a role ({', '.join(ROLES)})", code="usage")
+    start = not_before or _now() - BACKDATE
+    names = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, network_of(ca_cert))]
+    if role != ROLE_AUTHORITY:
+        names.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role))
+    names.append(x509.NameAttribute(NameOID.COMMON_NAME, node))
     san = x509.SubjectAlternativeName([x509.UniformResourceIdentifier(NODE_URI_PREFIX + node)])
-    cert = (
+    return (
         x509.CertificateBuilder()
-        .subject_name(subject)
+        .subject_name(x509.Name(names))
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(serial or x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(not_after or start + NODE_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(digital_signature=True), critical=True)
+        .add_extension(key_usage(digital_signature=True), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(san, critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,
         )
         .sign(ca_key, algorithm=None)
     )
-    return key, cert
-
-
-def create_server_certificate(
-    ca_key: Ed25519PrivateKey,
-    ca_cert: x509.Certificate,
-    hostname: str,
-    *,
-    alt_names: Sequence[str] = (),
-    key: Ed25519PrivateKey | None = None,
-    not_before: datetime | None = None,
-    not_after: datetime | None = None,
-) -> tuple[Ed25519PrivateKey, x509.Certificate]:
-    """A TLS server certificate (a broker, an HTTPS gateway): CN `hostname`, SAN DNS names
-    and IP addresses for `hostname` and `alt_names`, extended key usage serverAuth only.
-
-    It names no node, so it can never sign an envelope, nor log in to a broker as a node.
-    """
-    names = [_server_name(hostname), *(_server_name(n) for n in alt_names)]
-    key = key or Ed25519PrivateKey.generate()
-    start = not_before or _now() - BACKDATE
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, network_of(ca_cert)),
-            x509.NameAttribute(NameOID.COMMON_NAME, hostname),
-        ]
-    )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(not_after or start + SERVER_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(digital_signature=True), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(list(dict.fromkeys(names))), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, algorithm=None)
-    )
-    return key, cert
-
-
-def _server_name(name: str) -> x509.GeneralName:
-    """An IP address SAN for an address, else a DNS SAN for a valid host name."""
-    try:
-        return x509.IPAddress(ipaddress.ip_address(name))
-    except ValueError:
-        pass
-    if not _HOSTNAME.fullmatch(name):
-        raise ExchangeError(f"{name!r} is neither a host name nor an IP address", code="usage")
-    return x509.DNSName(name.lower())
 
 
 def create_crl(
@@ -298,7 +313,11 @@ def init_network(
     *,
     node_validity: timedelta = NODE_VALIDITY,
 ) -> None:
-    """Create a network CA, one certificate per node, and an empty CRL in `directory`."""
+    """Create a network CA, one key and certificate per node, and an empty CRL in `directory`.
+
+    For the development network, where one operator runs every node: each key is made and
+    enrolled as a node would do it (`_enroll_here`), then kept beside the CA.
+    """
     root = Path(directory)
     _check_network(network)
     for node in nodes:
@@ -317,9 +336,7 @@ def init_network(
     _write_certificate(root / CA_CERT_FILE, ca_cert)
     start = _now() - BACKDATE
     for node in nodes:
-        key, cert = create_node_certificate(
-            ca_key, ca_cert, node, not_before=start, not_after=start + node_validity
-        )
+        key, cert = _enroll_here(ca_key, ca_cert, node, start, start + node_validity)
         _write_private_key(root / f"{node}.key", key)
         _write_certificate(root / f"{node}.pem", cert)
     _write_crl(root / CRL_FILE, create_crl(ca_key, ca_cert, {}))
@@ -330,17 +347,19 @@ def issue_node_certificate(
 ) -> Path:
     """Give `node` a new key and certificate; a previous pair is kept as `<NODE>.<serial>.*`.
 
+    The development network's rotation, where the CA's directory holds the node's key too.
+    A real node rotates by request (`exchange.crypto.enroll`: `exchange pki request
+    --rotate`, then `sign-request --rotate`), and its key never reaches the CA.
     The archived certificate stays valid (envelopes it signed still verify) until it
-    expires or is revoked. Returns the path of the new certificate, `<NODE>.pem`.
+    expires or is revoked; the new one keeps its role. Returns the path of `<NODE>.pem`.
     """
     root = Path(directory)
     _check_node_id(node)
-    ca_key, ca_cert = _load_ca(root)
+    ca_key, ca_cert = load_ca(root)
     start = _now() - BACKDATE
-    key, cert = create_node_certificate(
-        ca_key, ca_cert, node, not_before=start, not_after=start + validity
-    )
     cert_path, key_path = root / f"{node}.pem", root / f"{node}.key"
+    role = role_of(load_certificate(cert_path)) if cert_path.exists() else ROLE_AUTHORITY
+    key, cert = _enroll_here(ca_key, ca_cert, node, start, start + validity, role=role)
     # Write the new pair aside first, so a crash never leaves the node without a key.
     new_cert, new_key = _staging(cert_path), _staging(key_path)
     _write_certificate(new_cert, cert)
@@ -355,35 +374,29 @@ def issue_node_certificate(
     return cert_path
 
 
-def issue_server_certificate(
-    directory: str | os.PathLike[str],
-    hostname: str,
+def _enroll_here(
+    ca_key: Ed25519PrivateKey,
+    ca_cert: x509.Certificate,
+    node: str,
+    not_before: datetime,
+    not_after: datetime,
     *,
-    alt_names: Sequence[str] = (),
-    validity: timedelta = SERVER_VALIDITY,
-) -> Path:
-    """Write a new TLS server key and certificate as `tls/<hostname>.pem`/`.key`.
-
-    For a broker's TLS listener or a gateway's HTTPS. A previous pair is replaced (a
-    server certificate signs nothing that must stay verifiable). Returns the certificate.
-    """
-    root = Path(directory)
-    ca_key, ca_cert = _load_ca(root)
-    start = _now() - BACKDATE
-    key, cert = create_server_certificate(
+    role: str = ROLE_AUTHORITY,
+) -> tuple[Ed25519PrivateKey, x509.Certificate]:
+    """Both halves of enrollment in one place: the node makes a key and its request, the CA
+    reads the request's bytes and certifies it, exactly as across the network."""
+    key = Ed25519PrivateKey.generate()
+    sent = _request_pem(create_request(key, node))
+    cert = certify_request(
         ca_key,
         ca_cert,
-        hostname,
-        alt_names=alt_names,
-        not_before=start,
-        not_after=start + validity,
+        load_request(sent),
+        node,
+        role=role,
+        not_before=not_before,
+        not_after=not_after,
     )
-    tls = root / TLS_DIR
-    tls.mkdir(mode=0o755, exist_ok=True)
-    name = hostname.lower()
-    _write_private_key(tls / f"{name}.key", key)
-    _write_certificate(tls / f"{name}.pem", cert)
-    return tls / f"{name}.pem"
+    return key, cert
 
 
 def revoke_node(
@@ -427,7 +440,7 @@ def _reissue_crl(
     *,
     validity: timedelta = CRL_VALIDITY,
 ) -> x509.CertificateRevocationList:
-    ca_key, ca_cert = _load_ca(root)
+    ca_key, ca_cert = load_ca(root)
     try:
         number = previous.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
     except x509.ExtensionNotFound:
@@ -447,7 +460,7 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-def _key_usage(
+def key_usage(
     *, digital_signature: bool = False, key_cert_sign: bool = False, crl_sign: bool = False
 ) -> x509.KeyUsage:
     return x509.KeyUsage(
@@ -473,5 +486,6 @@ def _check_network(network: str) -> None:
         raise ExchangeError(f"{network!r} is not a network name ({NETWORK_PATTERN})", code="usage")
 
 
-def _load_ca(root: Path) -> tuple[Ed25519PrivateKey, x509.Certificate]:
+def load_ca(root: Path) -> tuple[Ed25519PrivateKey, x509.Certificate]:
+    """The CA's key and certificate from a network directory."""
     return load_private_key(root / CA_KEY_FILE), load_certificate(root / CA_CERT_FILE)

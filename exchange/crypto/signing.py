@@ -10,14 +10,15 @@ import base64
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from exchange.crypto.canonical import canonicalize, sha256_hex
+from exchange.crypto.keys import SigningKey, same_public_key
+from exchange.crypto.pkcs11_key import TokenKey, open_token_key
 from exchange.crypto.pki import kid_of, load_certificate, load_private_key, node_id_of
 from exchange.errors import ConfigError, ExchangeError
 from exchange.model.envelope import Header
@@ -54,19 +55,26 @@ def encode_envelope(envelope: Mapping[str, Any]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class NodeSigner:
-    """A node's signing identity: its private key and the certificate that names it."""
+    """A node's signing identity: its key and the certificate that names it.
 
-    private_key: Ed25519PrivateKey = field(repr=False)
+    `private_key` is any `SigningKey`: an Ed25519 private key in memory, or a key in a
+    PKCS#11 token (`from_token`), which signs without ever leaving it.
+    """
+
+    private_key: SigningKey = field(repr=False)
     certificate: x509.Certificate = field(repr=False)
     node_id: str
     kid: str
 
     @classmethod
     def from_key_and_certificate(
-        cls, private_key: Ed25519PrivateKey, certificate: x509.Certificate
+        cls, private_key: SigningKey, certificate: x509.Certificate
     ) -> NodeSigner:
-        if not _same_key(private_key.public_key(), certificate.public_key()):
-            raise ConfigError("the private key does not belong to the certificate")
+        """Refuses (`key.mismatch`) a key whose public half is not the certificate's."""
+        if not same_public_key(private_key.public_key(), certificate.public_key()):
+            raise ConfigError(
+                "the signing key does not belong to the certificate", code="key.mismatch"
+            )
         return cls(private_key, certificate, node_id_of(certificate), kid_of(certificate))
 
     @classmethod
@@ -74,6 +82,24 @@ class NodeSigner:
         cls, key_path: str | os.PathLike[str], cert_path: str | os.PathLike[str]
     ) -> NodeSigner:
         return cls.from_key_and_certificate(load_private_key(key_path), load_certificate(cert_path))
+
+    @classmethod
+    def from_token(
+        cls, module: Path, key_uri: str, pin_path: Path, cert_path: str | os.PathLike[str]
+    ) -> NodeSigner:
+        """The key `key_uri` names in a PKCS#11 token, checked against the certificate."""
+        certificate = load_certificate(cert_path)
+        key = open_token_key(module, key_uri, pin_path)
+        try:
+            return cls.from_key_and_certificate(key, certificate)
+        except BaseException:
+            key.close()
+            raise
+
+    def close(self) -> None:
+        """Let go of a token key (nothing to do for a key in memory)."""
+        if isinstance(self.private_key, TokenKey):
+            self.private_key.close()
 
     def sign_bytes(self, data: bytes) -> str:
         """An Ed25519 signature of `data`, base64url without padding."""
@@ -104,10 +130,3 @@ class NodeSigner:
             "signature": {"alg": ALGORITHM, "kid": self.kid, "value": self.sign_bytes(signed)},
         }
         return envelope, sha256_hex(signed)
-
-
-def _same_key(a: Ed25519PublicKey, b: object) -> bool:
-    if not isinstance(b, Ed25519PublicKey):
-        return False
-    raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    return a.public_bytes(*raw) == b.public_bytes(*raw)

@@ -2,7 +2,9 @@
 
 `verify_envelope` checks, in order, stopping at the first failure: structure, the signer's
 certificate (known, chained to the network CA, valid now, not revoked), sender named by the
-certificate, signature, expiry, clock skew, replay. `TrustStore` holds the network CA, the
+certificate, signature, expiry, clock skew, replay. An envelope carries a clear `payload` or
+a `sealed` one (signed over `{"header", "sealed"}`), never both; a sealed payload is opened
+afterwards, by its recipient (`exchange.crypto.sealing`). `TrustStore` holds the network CA, the
 CRL and the node certificates, and does the per-certificate work once, not per message.
 """
 
@@ -27,9 +29,10 @@ from exchange.crypto.canonical import CanonicalizationError, parse_json, sha256_
 from exchange.crypto.pki import CA_CERT_FILE, CRL_FILE, kid_of, load_certificate, load_crl
 from exchange.crypto.pki import node_id_of as _node_id_of
 from exchange.crypto.replay import MemoryReplayGuard, ReplayGuard
+from exchange.crypto.sealing import signing_input_sealed
 from exchange.crypto.signing import b64url_decode, signing_input
 from exchange.errors import ConfigError, FieldError, VerificationError
-from exchange.model.envelope import MAX_ENVELOPE_BYTES, Envelope
+from exchange.model.envelope import MAX_ENVELOPE_BYTES, Envelope, SealedEnvelope
 
 __all__ = [
     "MemoryReplayGuard",
@@ -91,6 +94,7 @@ class TrustStore:
         self._ca_not_before = ca.not_valid_before_utc
         self._ca_not_after = ca.not_valid_after_utc
         self._by_kid: dict[str, TrustedCertificate] = {}
+        self._members: frozenset[str] | None = None
         self._revocations: _Revocations | None = None
         if crl is not None:
             self.set_crl(crl)
@@ -166,6 +170,29 @@ class TrustStore:
         )
         self._by_kid[kid] = trusted
         return trusted
+
+    def use_members(self, certificates: Mapping[str, Iterable[x509.Certificate]]) -> None:
+        """Trust exactly these members (node id -> its certificates) from now on: a network
+        directory's. Every certificate is checked as `add_certificate` does before any is
+        used; a sender outside `certificates` is then refused as `sender.unknown`."""
+        previous, self._by_kid = self._by_kid, {}
+        try:
+            for node, certs in certificates.items():
+                for cert in certs:
+                    if self.add_certificate(cert).node_id != node:
+                        raise _untrusted(
+                            f"a certificate of {node} names another node", kid_of(cert)
+                        )
+        except VerificationError:
+            self._by_kid = previous
+            raise
+        self._members = frozenset(certificates)
+
+    @property
+    def members(self) -> frozenset[str] | None:
+        """The network's members when a directory names them; None when any node whose
+        certificate is trusted may send."""
+        return self._members
 
     @property
     def crl_number(self) -> int | None:
@@ -261,11 +288,21 @@ class VerificationPolicy:
 class VerifiedEnvelope:
     """An envelope that passed every check, with the dict it was parsed to."""
 
-    envelope: Envelope
+    envelope: Envelope | SealedEnvelope
     raw: dict[str, Any] = field(repr=False)
     digest: str
     """Hex SHA-256 of the canonical signed bytes (what receipts and the audit log name)."""
     signer: x509.Certificate = field(repr=False)
+
+    @property
+    def payload(self) -> dict[str, Any] | None:
+        """The clear payload; None when it is sealed (open `sealed` to read it)."""
+        return self.envelope.payload if isinstance(self.envelope, Envelope) else None
+
+    @property
+    def sealed(self) -> dict[str, Any] | None:
+        """The sealed payload as signed; None when the payload travels in clear."""
+        return self.envelope.sealed if isinstance(self.envelope, SealedEnvelope) else None
 
 
 def verify_envelope(
@@ -287,6 +324,12 @@ def verify_envelope(
     digest = sha256_hex(signed)
     signature_checked = False
     try:
+        members = policy.trust.members
+        if members is not None and header.sender not in members:
+            raise VerificationError(
+                f"{header.sender} is not a member of the network's directory",
+                code="sender.unknown",
+            )
         trusted = policy.trust.check(signature.kid, when)
         if trusted.node_id != header.sender:
             raise VerificationError(
@@ -338,7 +381,7 @@ def verify_detached(data: bytes, signature_b64: str, public_key: Ed25519PublicKe
 
 def _parse(
     data: bytes | bytearray | memoryview | Mapping[str, Any], max_bytes: int
-) -> tuple[dict[str, Any], Envelope, bytes]:
+) -> tuple[dict[str, Any], Envelope | SealedEnvelope, bytes]:
     if isinstance(data, bytes | bytearray | memoryview):
         data = bytes(data) if not isinstance(data, bytes) else data
         if len(data) > max_bytes:
@@ -351,8 +394,10 @@ def _parse(
         raw = dict(data)
     else:
         raise TypeError(f"cannot verify a {type(data).__name__}")
+    # `payload` or `sealed`: the model refuses the other one beside it, and names a missing one.
+    is_sealed = "sealed" in raw
     try:
-        envelope = Envelope.model_validate(raw)
+        envelope = (SealedEnvelope if is_sealed else Envelope).model_validate(raw)
     except ValidationError as err:
         errors = [
             FieldError("/" + "/".join(str(p) for p in e["loc"]), e["msg"])
@@ -365,7 +410,8 @@ def _parse(
             extra=_context_of(raw),
         ) from None
     try:
-        signed = signing_input(raw["header"], raw["payload"])
+        sign = signing_input_sealed if is_sealed else signing_input
+        signed = sign(raw["header"], raw["sealed" if is_sealed else "payload"])
     except CanonicalizationError as err:
         raise VerificationError(
             str(err), code="envelope.malformed", extra=_context_of(raw)

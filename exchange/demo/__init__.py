@@ -1,4 +1,4 @@
-"""`exchange demo`: a network of three nodes exchanging the requests of one real case.
+"""`exchange demo`: three authorities and a crypto exchange exchanging the requests of one case.
 
 The runner creates the network (CA, certificates, configurations) in a directory, starts
 the nodes' gateways in this process over RabbitMQ or the in-memory bus, and plays the

@@ -33,7 +33,8 @@ async def tampering(network: DemoNetwork, result: DemoResult, out: Printer) -> s
         case = await network.client(sender).case(CASE)
     except ProblemError:
         case = None
-    notices = [m for m in case.messages if m.type == "freeze-notice"] if case else []
+    messages = case.messages if case else []
+    notices = [m for m in messages if m.type == "freeze-notice" and recipient in m.recipients]
     if not notices:
         result.checks.append(("tampered copy refused", False))
         return None

@@ -3,15 +3,16 @@
 Every step is checked as a user of the exchange would check it: the sender sees its
 message `delivered` with a signed receipt from each recipient, the receipt verifies
 against the network's CA and names the digest of what was sent, and the recipient's inbox
-holds the message with that digest. A tampered copy injected on the broker must be
-refused, and every node's audit log must verify at the end.
+holds the message with that digest. The private-sector member's wall must hold (a request
+it may not receive is refused by the sender's own gateway; it sees no case updates), a
+tampered copy injected on the broker must be refused, and every node's audit log must
+verify at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import socket
@@ -20,7 +21,6 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from importlib import resources
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -35,6 +35,18 @@ from exchange.config import DEFAULT_AMQP_URL
 from exchange.crypto.signing import encode_envelope
 from exchange.crypto.verify import TrustStore, VerificationPolicy, verify_envelope
 from exchange.demo.evidence import CASE, STEP_TIMEOUT, tampering, verify_audit_logs
+from exchange.demo.scenario import (
+    CASE_EVENTS,
+    DEMO_NODES,
+    NETWORK,
+    NODES,
+    PROSECUTOR_NETWORK,
+    ROLES,
+    SCENARIO,
+    VASP,
+    load_payload,
+)
+from exchange.demo.vasp import INTRODUCTION, the_wall
 from exchange.errors import ExchangeError
 from exchange.gateway import keys
 from exchange.gateway.api_models import MessageView, RecipientView
@@ -46,74 +58,7 @@ from exchange.transport.memory import MemoryBus
 from exchange.transport.provision import delete_topology
 from exchange.transport.topology import Topology
 
-NODES = ("AL-ARO", "RS-PPO", "MD-ARO")
-NETWORK = "see-arn"
-PROSECUTOR_NETWORK = "see-pcn"
-"""The prosecutor network that follows the demo's case: every demo node is a member."""
-
 Printer = Callable[[str], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One request of the scenario: who sends what to whom, and what it answers."""
-
-    title: str
-    sender: str
-    recipients: tuple[str, ...]
-    type: str
-    payload_file: str
-    priority: str = "normal"
-    replies_to: int | None = None  # index of an earlier step
-    tlp: str = "AMBER"
-    handling_code: str = "H2"
-
-
-SCENARIO: tuple[Step, ...] = (
-    Step(
-        "Tirana asks Belgrade to trace assets, a crypto wallet among them (urgent)",
-        "AL-ARO",
-        ("RS-PPO",),
-        "asset-inquiry",
-        "01-asset-inquiry.json",
-        priority="urgent",
-    ),
-    Step(
-        "Belgrade answers with its findings",
-        "RS-PPO",
-        ("AL-ARO",),
-        "asset-inquiry-response",
-        "02-asset-inquiry-response.json",
-        replies_to=0,
-    ),
-    Step(
-        "Tirana sends a freeze notice for what was found (urgent)",
-        "AL-ARO",
-        ("RS-PPO",),
-        "freeze-notice",
-        "03-freeze-notice.json",
-        priority="urgent",
-        tlp="AMBER+STRICT",
-    ),
-    Step(
-        "Belgrade decides: the freeze is executed",
-        "RS-PPO",
-        ("AL-ARO",),
-        "freeze-decision",
-        "04-freeze-decision.json",
-        replies_to=2,
-    ),
-    Step(
-        "Chișinău asks Tirana and Belgrade to help locate and arrest a suspect",
-        "MD-ARO",
-        ("AL-ARO", "RS-PPO"),
-        "extradition-support",
-        "05-extradition-support.json",
-        priority="urgent",
-        tlp="RED",
-        handling_code="H3",
-    ),
-)
 
 
 @dataclass
@@ -127,12 +72,6 @@ class DemoResult:
     @property
     def ok(self) -> bool:
         return bool(self.checks) and all(passed for _, passed in self.checks)
-
-
-def load_payload(name: str) -> dict[str, Any]:
-    text = resources.files("exchange.demo").joinpath("payloads", name).read_text("utf-8")
-    payload: dict[str, Any] = json.loads(text)
-    return payload
 
 
 async def amqp_answers(url: str, wait_seconds: float = 3.0) -> bool:
@@ -245,16 +184,18 @@ async def run_demo(
     prefix = f"demo{uuid4().hex[:8]}"
     layout = init_network_dir(
         directory,
-        NODES,
+        DEMO_NODES,
         network=NETWORK,
         amqp_url=amqp_url,
-        base_port=free_base_port(len(NODES)),
+        base_port=free_base_port(len(DEMO_NODES)),
         bus=bus,
         prefix=prefix,
         networks={PROSECUTOR_NETWORK: NODES},
+        roles=ROLES,
     )
-    out(f"Network {NETWORK!r}: {', '.join(NODES)} — files in {directory}")
+    out(f"Network {NETWORK!r}: {', '.join(DEMO_NODES)} — files in {directory}")
     out(f"Prosecutor network {PROSECUTOR_NETWORK!r} follows the case: {', '.join(NODES)}")
+    out(INTRODUCTION)
     shared = MemoryBus(Topology(prefix)) if bus == "memory" else None
     network = DemoNetwork(layout, shared)
     result = DemoResult(bus, directory)
@@ -262,21 +203,28 @@ async def run_demo(
         await network.start()
         for node, info in layout.nodes.items():
             out(f"  {node} listening at {info.url}")
-        await open_case(network, result, out)
-        await play(network, result, out)
-        await follow_case(network, result, out)
-        forged = await tampering(network, result, out)
-        verify_audit_logs(network, result, out)
-        await replay_audit_stream(network, result, out, forged)
+        await play_case(network, result, out)
         if serve:
             await _serve(network, out)
     finally:
         await network.stop()
         if bus == "amqp" and not serve:
-            await delete_topology(amqp_url, Topology(prefix), NODES)
+            await delete_topology(amqp_url, Topology(prefix), DEMO_NODES)
         if keep is None and not serve:
             shutil.rmtree(directory, ignore_errors=True)
     return result
+
+
+async def play_case(network: DemoNetwork, result: DemoResult, out: Printer) -> None:
+    """The whole demo on a started network of `DEMO_NODES`: the case, the wall around the
+    private-sector member, and the evidence checks."""
+    await open_case(network, result, out)
+    await play(network, result, out)
+    await follow_case(network, result, out)
+    await the_wall(network, result, out)
+    forged = await tampering(network, result, out)
+    verify_audit_logs(network, result, out)
+    await replay_audit_stream(network, result, out, forged)
 
 
 async def open_case(network: DemoNetwork, result: DemoResult, out: Printer) -> None:
@@ -308,16 +256,15 @@ async def follow_case(network: DemoNetwork, result: DemoResult, out: Printer) ->
     out("")
     out(f"MD-ARO's subscriber follows {PROSECUTOR_NETWORK!r} (Server-Sent Events / polling):")
     subscriber = network.client("MD-ARO", "subscriber")
-    items = await subscriber.wait_case_updates(3, network=PROSECUTOR_NETWORK)
+    items = await subscriber.wait_case_updates(len(CASE_EVENTS), network=PROSECUTOR_NETWORK)
     for item in items:
         out(f"    {format_update(item)}")
-    events = [item.update["event"] for item in items]
-    result.checks.append(
-        (
-            "MD-ARO's subscriber received the case updates",
-            events == ["opened", "assets-identified", "frozen"],
-        )
+    out(
+        f"  {VASP} is not a member of {PROSECUTOR_NETWORK!r} and may publish nothing there: "
+        f"AL-ARO, the member it answered, published the updates of {VASP}'s answer and freeze"
     )
+    events = tuple(item.update["event"] for item in items)
+    result.checks.append(("MD-ARO's subscriber received the case updates", events == CASE_EVENTS))
 
 
 async def play(network: DemoNetwork, result: DemoResult, out: Printer) -> None:

@@ -225,8 +225,11 @@ class Health(_Api):
 
 
 class Readiness(_Api):
-    status: Literal["ready"]
+    status: Literal["ready", "degraded"] = Field(
+        description="degraded: serving, but on a network directory past its next update."
+    )
     checks: dict[str, bool]
+    detail: str | None = None
 
 
 class ProblemFieldError(_Api):

@@ -2,9 +2,10 @@
 
 `create_app(config)` registers the route table behind bearer-token authentication and the
 problem-details middleware. Its cleanup contexts open, in order, the node's identity (key,
-certificate, trust store with the CRL), its database (messages, case updates, peers and the
-audit log in one file), the audit log, the watch on the CRL, the summaries of the refusals it
-counts instead of writing each (`refusals`), the bus, the case updates
+certificate, the network CA), its database (messages, case updates, peers and the audit log
+in one file), the audit log, the summaries of the refusals it counts instead of writing each
+(`refusals`), the signed network directory (members, their certificates, roles, networks,
+the CRL; followed on the broker), the watch on the CRL, the bus, the case updates
 (`exchange.subscriptions`) and the relay, and close each one only if it was opened.
 """
 
@@ -14,7 +15,6 @@ import asyncio
 import sqlite3
 import ssl
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 from aiohttp import web
 from aiormq.exceptions import ProbableAuthenticationError
@@ -30,6 +30,9 @@ from exchange.crypto.pki import load_certificate
 from exchange.crypto.revocation import CrlFile
 from exchange.crypto.signing import NodeSigner
 from exchange.crypto.verify import TrustStore
+from exchange.directory.document import VerifiedDirectory
+from exchange.directory.follow import DirectoryFollower, DirectoryKeeper
+from exchange.directory.view import NetworkView
 from exchange.errors import ConfigError
 from exchange.gateway import keys
 from exchange.gateway.auth import Authenticator
@@ -72,30 +75,33 @@ def _guarded(route: Route, authenticator: Authenticator) -> RouteHandler:
     return guarded
 
 
-def certificate_paths(config: NodeConfig) -> list[Path]:
-    """Every node certificate in `certs_dir` (not the CA, not the CRL)."""
-    skip = {config.ca_path.resolve()}
-    if config.crl_path is not None:
-        skip.add(config.crl_path.resolve())
-    return sorted(
-        p
-        for p in config.certs_dir.glob("*.pem")
-        if p.resolve() not in skip and p.name not in ("ca.pem", "crl.pem")
-    )
-
-
 def load_identity(config: NodeConfig) -> tuple[NodeSigner, TrustStore]:
-    """The node's signer and the network's trust store, from the configured files."""
-    signer = NodeSigner.from_files(config.key_path, config.cert_path)
-    if signer.node_id != config.node_id:
-        raise ConfigError(
-            f"the certificate at {config.cert_path} names {signer.node_id}, "
-            f"not this node {config.node_id}"
-        )
-    crl = CrlFile(config.crl_path).read() if config.crl_path is not None else None
-    certificates = [load_certificate(path) for path in certificate_paths(config)]
-    trust = TrustStore(load_certificate(config.ca_path), crl, certificates)
+    """The node's signer (its key file, or its key in a PKCS#11 token, which must be the
+    certificate's) and the network's trust store (the CA, and the CRL file if one is
+    configured); the members' certificates come from the network directory."""
+    signer = _load_signer(config)
+    try:
+        if signer.node_id != config.node_id:
+            raise ConfigError(
+                f"the certificate at {config.cert_path} names {signer.node_id}, "
+                f"not this node {config.node_id}"
+            )
+        crl = CrlFile(config.crl_path).read() if config.crl_path is not None else None
+        trust = TrustStore(load_certificate(config.ca_path), crl)
+    except BaseException:
+        signer.close()  # a token key is let go of
+        raise
     return signer, trust
+
+
+def _load_signer(config: NodeConfig) -> NodeSigner:
+    if config.key_uri is not None:
+        assert config.pkcs11_module is not None and config.pkcs11_pin_path is not None
+        return NodeSigner.from_token(
+            config.pkcs11_module, config.key_uri, config.pkcs11_pin_path, config.cert_path
+        )
+    assert config.key_path is not None  # NodeConfig sets exactly one of the two
+    return NodeSigner.from_files(config.key_path, config.cert_path)
 
 
 def build_bus(config: NodeConfig) -> Bus:
@@ -110,6 +116,7 @@ def build_bus(config: NodeConfig) -> Bus:
         return MemoryBus(topology, node_id=config.node_id)
     ssl_context = None
     if is_tls_url(config.amqp_url):
+        assert config.key_path is not None  # NodeConfig refuses amqps:// with a token key
         ssl_context = broker_client_context(
             config.broker_ca_path or config.ca_path, config.cert_path, config.key_path
         )
@@ -126,7 +133,10 @@ def build_bus(config: NodeConfig) -> Bus:
 async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
     signer, trust = await asyncio.to_thread(load_identity, app[keys.CONFIG])
     app[keys.SIGNER], app[keys.TRUST] = signer, trust
-    yield
+    try:
+        yield
+    finally:
+        signer.close()
 
 
 def _setup_database(conn: sqlite3.Connection) -> None:
@@ -195,11 +205,46 @@ async def _refusals_ctx(app: web.Application) -> AsyncIterator[None]:
         await refusals.flush(audit)
 
 
+async def _directory_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The network directory to start from, then the broker's directory stream followed
+    (see `exchange.directory.follow`)."""
+    config, trust = app[keys.CONFIG], app[keys.TRUST]
+
+    async def taken(directory: VerifiedDirectory) -> None:
+        revocation = app.get(keys.REVOCATION)
+        held = trust.crl_number
+        if revocation is not None and (held is None or trust.crl_number_of(directory.crl) > held):
+            await revocation.offer(directory.crl)
+        bus, updates = app.get(keys.BUS), app.get(CASE_UPDATES)
+        if bus is not None and bus.connected and updates is not None:
+            await updates.follow_networks(bus)
+
+    keeper = DirectoryKeeper(
+        ca=trust.ca,
+        db=app[keys.DATABASE],
+        audit=app[keys.AUDIT],
+        node_id=config.node_id,
+        on_taken=taken,
+    )
+    directory = await keeper.settle(config.directory_path)
+    keeper.view = app[keys.DIRECTORY] = NetworkView(config, trust, directory)
+    if config.revocation == "on":
+        held = trust.crl_number
+        if held is None or trust.crl_number_of(directory.crl) > held:
+            trust.set_crl(directory.crl)
+    follower = DirectoryFollower(keeper, lambda: app.get(keys.BUS), config.directory_poll_seconds)
+    follower.start()
+    try:
+        yield
+    finally:
+        await follower.stop()
+
+
 async def _revocation_ctx(app: web.Application) -> AsyncIterator[None]:
     """Keep the CRL current and never older (see `gateway.revocation`), or say loudly that
     revocation is off."""
     config = app[keys.CONFIG]
-    if config.crl_path is None:
+    if config.revocation == "off":
         _log.warning(
             "revocation.off",
             node=config.node_id,
@@ -210,7 +255,7 @@ async def _revocation_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     revocation = Revocation(
         trust=app[keys.TRUST],
-        crl_file=CrlFile(config.crl_path),
+        crl_file=CrlFile(config.crl_path) if config.crl_path is not None else None,
         db=app[keys.DATABASE],
         audit=app[keys.AUDIT],
         node_id=config.node_id,
@@ -255,6 +300,7 @@ async def _case_updates_ctx(app: web.Application) -> AsyncIterator[None]:
     config, bus = app[keys.CONFIG], app[keys.BUS]
     service = await CaseUpdates.open(
         config,
+        view=app[keys.DIRECTORY],
         db=app[keys.DATABASE],
         signer=app[keys.SIGNER],
         trust=app[keys.TRUST],
@@ -289,6 +335,7 @@ def _relay_ctx(start_relay: bool) -> Callable[[web.Application], AsyncIterator[N
         service = app[CASE_UPDATES]
         relay = Relay(
             config=app[keys.CONFIG],
+            view=app[keys.DIRECTORY],
             db=app[keys.DATABASE],
             signer=app[keys.SIGNER],
             trust=app[keys.TRUST],
@@ -384,6 +431,7 @@ def create_app(
             _database_ctx,
             _audit_ctx,
             _refusals_ctx,
+            _directory_ctx,
             _revocation_ctx,
             _peers_ctx,
             _bus_ctx(bus, start_relay),

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from exchange.audit.peers import PeerCheckpoints
     from exchange.crypto.signing import NodeSigner
     from exchange.crypto.verify import TrustStore
+    from exchange.directory.view import NetworkView
     from exchange.gateway.refusals import RefusalAudit
     from exchange.gateway.revocation import Revocation
     from exchange.relay.relay import Relay
@@ -41,5 +42,7 @@ PEERS: web.AppKey[PeerCheckpoints] = web.AppKey("peers")
 CASE_UPDATES: web.AppKey[CaseUpdates] = web.AppKey("case_updates")
 REFUSALS: web.AppKey[RefusalAudit] = web.AppKey("refusals")
 REVOCATION: web.AppKey[Revocation | None] = web.AppKey("revocation")
+DIRECTORY: web.AppKey[NetworkView] = web.AppKey("directory")
+"""The signed network directory in use: members, roles, prosecutor networks."""
 
 PRINCIPAL = web.RequestKey("principal", Principal)

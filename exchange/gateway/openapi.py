@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from exchange import __version__ as package_version
-from exchange.config import NodeConfig
+from exchange.directory.view import NetworkView
 from exchange.errors import ERROR_TABLE
 from exchange.gateway.api_models import ProblemDetails, SubmitMessage
 from exchange.gateway.params import openapi_parameters
@@ -33,7 +33,7 @@ _Refs = dict[tuple[Any, JsonSchemaMode], dict[str, Any]]
 
 
 def _component_schemas(
-    routes: Sequence[Route], config: NodeConfig
+    routes: Sequence[Route], view: NetworkView
 ) -> tuple[_Refs, dict[str, Any], dict[Any, dict[str, Any]]]:
     """The references to each model's schema, the component schemas, and the schema of
     each request body (the model's, or what the node enforces of it)."""
@@ -61,7 +61,7 @@ def _component_schemas(
             "anyOf": [refs[(m, "validation")] for m in payloads.values()],
         }
         payload_refs = {t: refs[(m, "validation")] for t, m in payloads.items()}
-        bodies[SubmitMessage] = submission_body(schemas, name, payload_refs, config)
+        bodies[SubmitMessage] = submission_body(schemas, name, payload_refs, view)
     return dict(refs), schemas, bodies
 
 
@@ -108,7 +108,7 @@ def _event_schema(stream: EventStream, refs: _Refs) -> dict[str, Any]:
 
 
 def _operation(
-    route: Route, refs: _Refs, bodies: dict[Any, dict[str, Any]], config: NodeConfig
+    route: Route, refs: _Refs, bodies: dict[Any, dict[str, Any]], view: NetworkView
 ) -> dict[str, Any]:
     problem_ref = refs[(ProblemDetails, "serialization")]
     media = route.response_media
@@ -139,7 +139,7 @@ def _operation(
     if description:
         operation["description"] = description
     if route.params is not None:
-        operation["parameters"] = openapi_parameters(route.params, config)
+        operation["parameters"] = openapi_parameters(route.params, view)
     if route.request is not None:
         operation["requestBody"] = {
             "required": True,
@@ -148,13 +148,14 @@ def _operation(
     return operation
 
 
-def build_openapi(routes: Sequence[Route], config: NodeConfig) -> dict[str, Any]:
-    """The complete OpenAPI 3.1 document for `routes` as the node of `config` serves them."""
-    node_id, network = config.node_id, config.network
-    refs, schemas, bodies = _component_schemas(routes, config)
+def build_openapi(routes: Sequence[Route], view: NetworkView) -> dict[str, Any]:
+    """The complete OpenAPI 3.1 document for `routes` as the node of `view` serves them
+    (its partners and networks are those of the directory in use)."""
+    node_id, network = view.node_id, view.config.network
+    refs, schemas, bodies = _component_schemas(routes, view)
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        operation = _operation(route, refs, bodies, config)
+        operation = _operation(route, refs, bodies, view)
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     return {
         "openapi": OPENAPI_VERSION,

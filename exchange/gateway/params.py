@@ -30,7 +30,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import CoreSchema, ErrorDetails, PydanticCustomError, core_schema
 
-from exchange.config import NodeConfig
+from exchange.directory.view import NetworkView
 from exchange.errors import FieldError, RequestError
 from exchange.gateway import keys
 from exchange.schemas import MAX_FIELD_ERRORS
@@ -83,10 +83,10 @@ MessageId = Annotated[UUID, BeforeValidator(_canonical_uuid)]
 
 @dataclass(frozen=True, slots=True)
 class OneOfNode:
-    """Marks a text parameter whose value must be one of `choices(config)`, names only this
+    """Marks a text parameter whose value must be one of `choices(view)`, names only this
     node knows (its networks); the OpenAPI document of the node lists them as the enum."""
 
-    choices: Callable[[NodeConfig], Sequence[str]]
+    choices: Callable[[NetworkView], Sequence[str]]
     what: str
 
     def __get_pydantic_core_schema__(
@@ -95,10 +95,10 @@ class OneOfNode:
         return core_schema.with_info_after_validator_function(self._check, handler(source))
 
     def _check(self, value: str, info: ValidationInfo) -> str:
-        config = info.context
-        if not isinstance(config, NodeConfig):
-            raise TypeError("parameters are validated with the node's configuration as context")
-        choices = self.choices(config)
+        view = info.context
+        if not isinstance(view, NetworkView):
+            raise TypeError("parameters are validated with the node's network view as context")
+        choices = self.choices(view)
         if value not in choices:
             raise PydanticCustomError(
                 "one_of_node",
@@ -108,8 +108,8 @@ class OneOfNode:
         return value
 
 
-def member_networks(config: NodeConfig) -> tuple[str, ...]:
-    return tuple(n.name for n in config.member_networks())
+def member_networks(view: NetworkView) -> tuple[str, ...]:
+    return tuple(n.name for n in view.member_networks())
 
 
 class RouteParams(BaseModel):
@@ -146,7 +146,7 @@ class RouteParams(BaseModel):
         if errors:
             raise _bad_parameters(errors)
         try:
-            return cls.model_validate(raw, context=request.app[keys.CONFIG])
+            return cls.model_validate(raw, context=request.app[keys.DIRECTORY])
         except ValidationError as exc:
             raise _bad_parameters(list(_parameter_errors(cls, exc))) from None
 
@@ -214,8 +214,8 @@ def params_of(handler: RouteHandler) -> type[RouteParams] | None:
     return found if isinstance(found, type) and issubclass(found, RouteParams) else None
 
 
-def openapi_parameters(model: type[RouteParams], config: NodeConfig) -> list[dict[str, Any]]:
-    """The OpenAPI Parameter Objects of `model`, as the node of `config` enforces them."""
+def openapi_parameters(model: type[RouteParams], view: NetworkView) -> list[dict[str, Any]]:
+    """The OpenAPI Parameter Objects of `model`, as the node of `view` enforces them."""
     schema = model.model_json_schema()
     properties, required = schema["properties"], set(schema.get("required", ()))
     parameters = []
@@ -225,7 +225,7 @@ def openapi_parameters(model: type[RouteParams], config: NodeConfig) -> list[dic
         prop.pop("title", None)
         for marker in _markers(info):
             if isinstance(marker, OneOfNode):
-                choices = list(marker.choices(config))
+                choices = list(marker.choices(view))
                 prop = {**prop, "enum": choices, "examples": choices} if choices else {"not": {}}
         parameters.append(
             {

@@ -1,4 +1,4 @@
-"""The node's CRL: required at start, read again when its file changes, never rolled back.
+"""The node's CRL: the directory's, or a file's when newer; never rolled back.
 
 The newest CRL the node has used is kept in its database (`node_meta`). At start the CRL
 in `crl_path` is compared with it: an older one (or another one of the same number) is
@@ -26,7 +26,7 @@ from exchange.errors import ExchangeError
 from exchange.log import get_logger
 from exchange.storage import node_meta
 from exchange.storage.sqlite_thread import SqliteThread
-from exchange.tasks import cancel_and_wait
+from exchange.tasks import cancel_and_wait, every
 
 CHECK_SECONDS = 1.0
 
@@ -51,7 +51,7 @@ class Revocation:
         self,
         *,
         trust: TrustStore,
-        crl_file: CrlFile,
+        crl_file: CrlFile | None,
         db: SqliteThread,
         audit: AuditLog,
         node_id: str,
@@ -81,24 +81,20 @@ class Revocation:
                 await self._keep(current)
         elif held is None:
             await self._keep(current)
-        self._task = asyncio.create_task(self._watch(), name="crl-watch")
+        if self._file is not None:
+            self._task = asyncio.create_task(
+                every(self._interval, self.check_file, "crl.watch_failed", wait_first=True),
+                name="crl-watch",
+            )
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
 
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.check_file()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the watch must survive anything; the CRL in use stays
-                _log.exception("crl.watch_failed", node=self._node)
-
     async def check_file(self) -> None:
         """Look at the file once: use a newer CRL, refuse anything else that changed."""
+        if self._file is None:
+            return
         change = await asyncio.to_thread(self._file.poll)
         if change is None:
             return
@@ -142,7 +138,8 @@ class Revocation:
 
     async def _refuse(self, code: str, reason: str, number: int | None) -> None:
         in_use = self._trust.crl_number
-        detail: dict[str, Any] = {"crl": str(self._file.path), "in_use": in_use}
+        source = str(self._file.path) if self._file is not None else "network directory"
+        detail: dict[str, Any] = {"crl": source, "in_use": in_use}
         if number is not None:
             detail["number"] = number
         _log.error(f"{code}.refused", node=self._node, reason=reason, **detail)

@@ -18,7 +18,8 @@ from aiohttp import web
 from pydantic import Field
 
 from exchange.audit.entries import AuditEvent, EntryFields
-from exchange.config import NodeConfig
+from exchange.directory.follow import degraded_reason
+from exchange.directory.view import NetworkView
 from exchange.errors import RequestError
 from exchange.gateway import case_updates_http as subscriptions
 from exchange.gateway import keys, views
@@ -97,10 +98,11 @@ async def accept_submission(
     Refusals raise the `ExchangeError` the API answers."""
     config = app[keys.CONFIG]
     submission = parse_submission(body)
-    check_recipients(submission, config)
+    view = app[keys.DIRECTORY]
+    check_recipients(submission, view)
     payload_model = check_payload(submission)
     if submission.type is MessageType.CASE_UPDATE:
-        check_case_update(submission, payload_model, config)
+        check_case_update(submission, payload_model, view)
     signed = sign_submission(
         submission,
         payload_model,
@@ -218,8 +220,14 @@ async def readyz(request: web.Request) -> web.StreamResponse:
             checks["store"] = await asyncio.wait_for(store.ping(), READY_TIMEOUT_SECONDS)
         except Exception as exc:  # a failed or slow write means not ready, never a 500
             _log.warning("readiness.store_failed", error=type(exc).__name__)
+    degraded = degraded_reason(request.app.get(keys.DIRECTORY))
     if all(checks.values()):
+        checks["directory"] = degraded is None
+        if degraded is not None:
+            # Still serving on the last good directory: say so, but stay in rotation.
+            return views.json_response({"status": "degraded", "checks": checks, "detail": degraded})
         return views.json_response({"status": "ready", "checks": checks})
+    checks["directory"] = degraded is None
     failing = ", ".join(name for name, ok in checks.items() if not ok)
     return problem_response(problem("service.unavailable", f"not ready: {failing}", checks=checks))
 
@@ -234,13 +242,18 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 
 
 @functools.lru_cache(maxsize=8)
-def openapi_document(config: NodeConfig) -> bytes:
-    """The node's OpenAPI document (built once per configuration: it costs ~0.1 s)."""
-    return orjson.dumps(build_openapi(ROUTES, config))
+def _openapi_document(view: NetworkView, serial: int) -> bytes:
+    return orjson.dumps(build_openapi(ROUTES, view))
+
+
+def openapi_document(view: NetworkView) -> bytes:
+    """The node's OpenAPI document, built once per directory serial (it costs ~0.1 s): its
+    partners and networks are the directory's."""
+    return _openapi_document(view, view.serial)
 
 
 async def openapi(request: web.Request) -> web.StreamResponse:
-    body = openapi_document(request.app[keys.CONFIG])
+    body = openapi_document(request.app[keys.DIRECTORY])
     return web.Response(body=body, content_type="application/json")
 
 
@@ -376,7 +389,7 @@ ROUTES: tuple[Route, ...] = (
         "/readyz",
         readyz,
         "readiness",
-        "Broker connected and consuming, store writable",
+        "Broker connected and consuming, store writable; degraded on an expired directory",
         None,
         response=Readiness,
         errors=("service.unavailable",),

@@ -16,7 +16,8 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from exchange.config import NetworkConfig, NodeConfig
+from exchange.config import NetworkConfig
+from exchange.directory.view import NetworkView
 from exchange.model.common import MessageType, Tlp
 from exchange.model.envelope import NAMED_RECIPIENTS_ONLY
 
@@ -29,12 +30,12 @@ def submission_body(
     schemas: dict[str, Any],
     submit: str,
     payloads: Mapping[str, dict[str, Any]],
-    config: NodeConfig,
+    view: NetworkView,
 ) -> dict[str, Any]:
     """Adds a variant of the component `submit` for each payload type (references in
     `payloads`) to `schemas`, and returns the request body's schema: one of them."""
     base = schemas[submit]
-    partners = sorted(config.recipients)
+    partners = sorted(view.recipients)
     names: list[str] = []
     for kind, payload in payloads.items():
         title = f"Submit{payload['$ref'].rsplit('/', 1)[1]}"
@@ -42,9 +43,9 @@ def submission_body(
             schemas[title] = _variant(base, kind, payload, partners, exact=False)
             names.append(title)
             continue
-        for network in config.member_networks():
+        for network in view.member_networks():
             name = f"{title}.{network.name}"
-            others = [m for m in network.members if m != config.node_id]
+            others = [m for m in network.members if m != view.node_id]
             schemas[name] = _case_update(_variant(base, kind, payload, others, exact=True), network)
             names.append(name)
     return {"oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in names]}

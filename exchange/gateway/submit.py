@@ -23,6 +23,7 @@ from exchange.audit.entries import EntryFields
 from exchange.audit.log import AuditLog
 from exchange.config import NodeConfig
 from exchange.crypto.signing import NodeSigner, encode_envelope
+from exchange.directory.view import NetworkView
 from exchange.errors import ExchangeError, FieldError, RequestError
 from exchange.gateway.api_models import SubmitMessage
 from exchange.gateway.request_body import field_errors
@@ -107,15 +108,21 @@ def parse_submission(body: Mapping[str, Any]) -> SubmitMessage:
         ) from None
 
 
-def check_recipients(request: SubmitMessage, config: NodeConfig) -> None:
-    """RequestError `recipient.unknown` (422) for a recipient that is not a partner node."""
+def check_recipients(request: SubmitMessage, view: NetworkView) -> None:
+    """RequestError `recipient.unknown` (422) for a recipient that is not a member of the
+    directory in use; `role.forbidden` (403) when this node's role may not send the type or
+    a recipient's may not receive it."""
     errors = []
     for i, recipient in enumerate(request.recipients):
-        if recipient == config.node_id:
+        if recipient == view.node_id:
             errors.append(FieldError(f"/recipients/{i}", "a node cannot send to itself"))
-        elif recipient not in config.recipients:
+        elif recipient not in view.recipients:
             errors.append(
-                FieldError(f"/recipients/{i}", f"{recipient} is not a node of {config.network}")
+                FieldError(
+                    f"/recipients/{i}",
+                    f"{recipient} is not a member of {view.config.network} "
+                    f"(directory serial {view.serial})",
+                )
             )
     if errors:
         raise RequestError(
@@ -123,6 +130,27 @@ def check_recipients(request: SubmitMessage, config: NodeConfig) -> None:
             code="recipient.unknown",
             errors=errors,
         )
+    kind = request.type.value
+    if not view.may_send(view.node_id, kind):
+        raise ExchangeError(
+            f"this node is {_role(view, view.node_id)}: it may not send {kind}",
+            code="role.forbidden",
+            errors=[FieldError("/type", f"{_role(view, view.node_id)} members may not send it")],
+        )
+    refused = [
+        FieldError(f"/recipients/{i}", f"{r} is {_role(view, r)}: it may not receive {kind}")
+        for i, r in enumerate(request.recipients)
+        if not view.may_receive(r, kind)
+    ]
+    if refused:
+        raise ExchangeError(
+            f"a recipient's role may not receive {kind}", code="role.forbidden", errors=refused
+        )
+
+
+def _role(view: NetworkView, node: str) -> str:
+    role = view.role_of(node)
+    return role.value if role is not None else "not a member"
 
 
 def check_payload(request: SubmitMessage) -> BaseModel:
@@ -130,14 +158,14 @@ def check_payload(request: SubmitMessage) -> BaseModel:
     return validate_payload(request.type.value, schema_ref(request.type), request.payload)
 
 
-def check_case_update(request: SubmitMessage, payload: BaseModel, config: NodeConfig) -> None:
+def check_case_update(request: SubmitMessage, payload: BaseModel, view: NetworkView) -> None:
     """A node publishes updates only for networks it is a member of (403 `network.forbidden`),
     to every other member and nobody else, for the message's case and a shared event (422)."""
     assert isinstance(payload, CaseUpdate)
-    network = next((n for n in config.networks if n.name == payload.network), None)
-    if network is None or config.node_id not in network.members:
+    network = view.network(payload.network)
+    if network is None or view.node_id not in network.members:
         raise ExchangeError(
-            f"{config.node_id} is not a member of network {payload.network}",
+            f"{view.node_id} is not a member of network {payload.network}",
             code="network.forbidden",
             errors=[FieldError("/payload/network", "not a network this node belongs to")],
         )
@@ -161,7 +189,7 @@ def check_case_update(request: SubmitMessage, payload: BaseModel, config: NodeCo
             errors=[FieldError("/handling/tlp", "a case update is AMBER, GREEN or CLEAR")],
         )
     errors = []
-    missing = [m for m in network.members if m != config.node_id and m not in request.recipients]
+    missing = [m for m in network.members if m != view.node_id and m not in request.recipients]
     if missing:
         errors.append(
             FieldError("/recipients", f"add {', '.join(missing)}: every other member receives it")

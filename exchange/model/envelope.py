@@ -1,4 +1,4 @@
-"""The signed envelope: header, payload, signature.
+"""The signed envelope: header, payload (or sealed payload), signature.
 
 The envelope is the unit that crosses the broker. The signature covers the RFC 8785
 canonical form of `{"header": ..., "payload": ...}`; the payload's own schema is checked
@@ -139,4 +139,24 @@ class Envelope(UnsignedEnvelope):
         return {
             "header": self.header.model_dump(mode="json", by_alias=True, exclude_none=False),
             "payload": self.payload,
+        }
+
+
+class SealedEnvelope(BaseModel):
+    """A signed envelope whose payload is sealed to its recipients: `sealed` in place of
+    `payload`, and the signature covers `{"header": ..., "sealed": ...}`. The structure of
+    `sealed` is checked when it is opened (`exchange.crypto.sealing`), as a payload's is
+    checked against its schema."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    header: Header
+    sealed: dict[str, Any] = Field(description="The payload, sealed to the recipient nodes.")
+    signature: Signature
+
+    def signed_part(self) -> dict[str, Any]:
+        """The document the signature covers, in its JSON form."""
+        return {
+            "header": self.header.model_dump(mode="json", by_alias=True, exclude_none=False),
+            "sealed": self.sealed,
         }

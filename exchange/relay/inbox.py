@@ -21,6 +21,7 @@ from exchange.audit.entries import AuditEvent, EntryFields
 from exchange.audit.log import AuditLog
 from exchange.crypto.signing import NodeSigner
 from exchange.crypto.verify import VerifiedEnvelope
+from exchange.directory.view import NetworkView
 from exchange.errors import MisroutedError, VerificationError
 from exchange.log import get_logger
 from exchange.metrics import Metrics
@@ -83,6 +84,7 @@ class InboxStep:
         self,
         *,
         node_id: str,
+        view: NetworkView,
         signer: NodeSigner,
         topology: Topology,
         audit: AuditLog,
@@ -91,6 +93,7 @@ class InboxStep:
         updates: AutomaticUpdates | None = None,
     ) -> None:
         self.node_id = node_id
+        self._view = view
         self._signer = signer
         self._topology = topology
         self._audit = audit
@@ -103,6 +106,9 @@ class InboxStep:
     ) -> MessageArrival | ReceiptArrival:
         header = verified.envelope.header
         self._check_routing(delivery, header)
+        # What each member's role may send and receive (private-sector members: inquiries
+        # and freeze notices in, their answers out): `role.forbidden`, with a receipt.
+        self._view.check_exchange(header.sender, self.node_id, header.type)
         payload = validate_payload(header.type.value, header.schema_, verified.raw["payload"])
         if header.type is MessageType.RECEIPT:
             receipt = (

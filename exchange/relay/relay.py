@@ -17,6 +17,7 @@ from exchange.audit.peers import Gossip, PeerCheckpoints
 from exchange.config import NodeConfig
 from exchange.crypto.signing import NodeSigner
 from exchange.crypto.verify import TrustStore
+from exchange.directory.view import NetworkView
 from exchange.log import get_logger
 from exchange.metrics import Metrics
 from exchange.relay.inbound import InboundPipeline, RefusalRecorder, verification_policy
@@ -37,6 +38,7 @@ class Relay:
         self,
         *,
         config: NodeConfig,
+        view: NetworkView,
         db: SqliteThread,
         signer: NodeSigner,
         trust: TrustStore,
@@ -47,6 +49,7 @@ class Relay:
         updates: AutomaticUpdates | None = None,
     ) -> None:
         self.config = config
+        self.view = view
         self.node_id = config.node_id
         self._bus = bus
         self._signer = signer
@@ -59,7 +62,6 @@ class Relay:
             metrics=metrics,
             headers=self._gossip.headers,
         )
-        self._partners = frozenset(config.recipients)
         refusals = RefusalRecorder(
             node_id=self.node_id,
             db=db,
@@ -73,6 +75,7 @@ class Relay:
             policy=verification_policy(config, trust),
             step=InboxStep(
                 node_id=self.node_id,
+                view=view,
                 signer=signer,
                 topology=bus.topology,
                 audit=audit,
@@ -140,7 +143,7 @@ class Relay:
     def _negative_receipt(
         self, header: Mapping[str, Any], digest: str, received_at: datetime, code: str, detail: str
     ) -> OwedReceipt | None:
-        original = ReplyTo.loose(header, self._partners)
+        original = ReplyTo.loose(header, self.view.recipients)
         if original is None:
             return None
         return sign_receipt(

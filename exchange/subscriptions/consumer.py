@@ -24,6 +24,7 @@ from exchange.audit.entries import AuditEvent, EntryFields
 from exchange.audit.log import AuditLog
 from exchange.config import NetworkConfig, NodeConfig
 from exchange.crypto.verify import VerifiedEnvelope
+from exchange.directory.view import NetworkView
 from exchange.errors import ExchangeError, MisroutedError, VerificationError
 from exchange.log import get_logger
 from exchange.model.case_update import CaseUpdate
@@ -43,13 +44,13 @@ def forbidden(detail: str) -> ExchangeError:
 
 
 def check_membership(
-    config: NodeConfig, update: CaseUpdate, sender: str, recipients: list[str]
+    view: NetworkView, update: CaseUpdate, sender: str, recipients: list[str]
 ) -> NetworkConfig:
-    """The update's network, if this node and the sender are members and only members are
-    addressed; else `network.forbidden`."""
-    network = next((n for n in config.networks if n.name == update.network), None)
-    if network is None or config.node_id not in network.members:
-        raise forbidden(f"{config.node_id} is not a member of network {update.network}")
+    """The update's network, if this node and the sender are members (in the directory in
+    use) and only members are addressed; else `network.forbidden`."""
+    network = view.network(update.network)
+    if network is None or view.node_id not in network.members:
+        raise forbidden(f"{view.node_id} is not a member of network {update.network}")
     if sender not in network.members:
         raise forbidden(f"the sender {sender} is not a member of network {update.network}")
     strangers = [r for r in recipients if r not in network.members]
@@ -75,12 +76,14 @@ class UpdateStep:
         self,
         *,
         config: NodeConfig,
+        view: NetworkView,
         topology: Topology,
         audit: AuditLog,
         webhooks: Callable[[str, str], list[str]],
         stored: Callable[[CaseEventRecord], None],
     ) -> None:
         self.config = config
+        self.view = view
         self.node_id = config.node_id
         self._topology = topology
         self._audit = audit
@@ -175,7 +178,7 @@ class UpdateStep:
                 f"the update names case {payload.case}, its header {header.case}",
                 code="envelope.malformed",
             )
-        network = check_membership(self.config, payload, header.sender, list(header.recipients))
+        network = check_membership(self.view, payload, header.sender, list(header.recipients))
         expected = self._topology.case_routing_key(
             payload.network, payload.case, payload.event.value
         )

@@ -29,6 +29,7 @@ from exchange.config import AUTO_UPDATE_TYPES, NetworkConfig, NodeConfig
 from exchange.crypto.canonical import sha256_hex
 from exchange.crypto.signing import NodeSigner, encode_envelope, signing_input
 from exchange.crypto.verify import TrustStore
+from exchange.directory.view import NetworkView
 from exchange.log import get_logger
 from exchange.metrics import Metrics
 from exchange.model.case_update import CaseUpdate
@@ -91,6 +92,7 @@ class CaseUpdates:
         self,
         *,
         config: NodeConfig,
+        view: NetworkView,
         db: SqliteThread,
         signer: NodeSigner,
         trust: TrustStore,
@@ -101,6 +103,7 @@ class CaseUpdates:
         peers: PeerCheckpoints | None = None,
     ) -> None:
         self.config = config
+        self.view = view
         self.node_id = config.node_id
         self.store = CaseEventStore(db, audit.write)
         self.feed = EventFeed()
@@ -118,6 +121,7 @@ class CaseUpdates:
             policy=verification_policy(config, trust),
             step=UpdateStep(
                 config=config,
+                view=view,
                 topology=topology,
                 audit=audit,
                 webhooks=self.webhooks_for,
@@ -132,6 +136,7 @@ class CaseUpdates:
         cls,
         config: NodeConfig,
         *,
+        view: NetworkView,
         db: SqliteThread,
         signer: NodeSigner,
         trust: TrustStore,
@@ -141,9 +146,10 @@ class CaseUpdates:
         peers: PeerCheckpoints | None = None,
     ) -> CaseUpdates:
         """Load the webhook secrets and the feed's position; nothing runs until `start`."""
-        webhooks = await asyncio.to_thread(load_webhooks, config.member_networks())
+        webhooks = await asyncio.to_thread(load_webhooks, view.member_networks())
         service = cls(
             config=config,
+            view=view,
             db=db,
             signer=signer,
             trust=trust,
@@ -163,12 +169,20 @@ class CaseUpdates:
         self._worker.start()
         if bus is None:
             return
-        networks = self.config.member_networks()
         await bus.declare_node(self.node_id)
+        await self.follow_networks(bus)
+
+    async def follow_networks(self, bus: Bus) -> None:
+        """Bind the subscription queue to every prosecutor network the directory in use
+        makes this node a member of, and consume it once there is one: at start, and when
+        a newer directory adds the node to a network. (A network it leaves keeps its
+        binding until the operator removes it; the consumer refuses that network's updates
+        from then on: `network.forbidden`.)"""
+        networks = self.view.member_networks()
         for network in networks:
             cases = list(network.cases) if network.cases is not None else None
             await bus.declare_subscription(self.node_id, [network.name], cases)
-        if networks:
+        if networks and self._consumer is None:
             self._consumer = await bus.consume(
                 self.topology.subscription_queue(self.node_id),
                 self.consumer.handle,
@@ -313,7 +327,7 @@ class CaseUpdates:
         side: Direction = "sent" if direction == "sent" else "received"
         prepared: list[Automatic] = []
         try:
-            for network in self.config.member_networks():
+            for network in self.view.member_networks():
                 if not should_emit(network, header, self.node_id, side):
                     continue
                 if header.handling.named_recipients_only:

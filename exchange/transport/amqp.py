@@ -489,9 +489,9 @@ class AmqpBus:
             _log.info("could not settle delivery", message_id=delivery.message_id, error=repr(err))
 
     def read_audit_stream(
-        self, *, offset: str | int = "first", idle_timeout: float = 1.0
+        self, *, offset: str | int = "first", idle_timeout: float = 1.0, queue: str | None = None
     ) -> AsyncIterator[Delivery]:
-        return read_stream(self, offset=offset, idle_timeout=idle_timeout)
+        return read_stream(self, offset=offset, idle_timeout=idle_timeout, queue=queue)
 
     async def audit_stream_offset_at(
         self, when: datetime, *, idle_timeout: float = 1.0

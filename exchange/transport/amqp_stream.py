@@ -28,9 +28,14 @@ STREAM_PREFETCH = 500
 
 
 async def read_stream(
-    bus: AmqpBus, *, offset: str | int = "first", idle_timeout: float = 1.0
+    bus: AmqpBus,
+    *,
+    offset: str | int = "first",
+    idle_timeout: float = 1.0,
+    queue: str | None = None,
 ) -> AsyncIterator[Delivery]:
-    """The audit stream from `offset`, acked as read, until `idle_timeout` passes quietly."""
+    """The audit stream (or the stream `queue`) from `offset`, acked as read, until
+    `idle_timeout` passes quietly."""
     received: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
 
     async def on_delivery(message: DeliveredMessage) -> None:
@@ -42,7 +47,7 @@ async def read_stream(
         try:
             await ch.basic_qos(prefetch_count=STREAM_PREFETCH)
             await ch.basic_consume(
-                bus.topology.audit_stream_queue,
+                queue or bus.topology.audit_stream_queue,
                 on_delivery,
                 arguments={"x-stream-offset": offset},
             )

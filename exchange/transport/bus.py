@@ -151,9 +151,10 @@ class Bus(Protocol):
     ) -> ConsumerHandle: ...
 
     def read_audit_stream(
-        self, *, offset: str | int = "first", idle_timeout: float = 1.0
+        self, *, offset: str | int = "first", idle_timeout: float = 1.0, queue: str | None = None
     ) -> AsyncIterator[Delivery]:
-        """The audit stream from `offset`, ending after `idle_timeout` seconds without news."""
+        """The audit stream (or another stream `queue`, such as the directory's) from
+        `offset`, ending after `idle_timeout` seconds without news."""
         ...
 
     async def audit_stream_offset_at(

@@ -37,6 +37,8 @@ def render_definitions(
     passwords: Mapping[str, str] | None = None,
     auditors: Sequence[str] = (),
     node_bounds: Mapping[str, QueueBounds] | None = None,
+    roles: Mapping[str, Sequence[Sequence[str]]] | None = None,
+    directory_publishers: Sequence[str] = (),
 ) -> dict[str, Any]:
     """A RabbitMQ definitions document for one network's virtual host.
 
@@ -45,13 +47,17 @@ def render_definitions(
     own queues; topic permissions let it publish only as itself and bind only what is
     addressed to it or to the networks it belongs to. `auditors` may read the audit stream
     and nothing else. `node_bounds` gives some nodes' inbox and subscription queues other
-    bounds than the topology's.
+    bounds than the topology's. `roles`: node -> (types it may send, types it may receive)
+    for members confined to fewer types than all (private-sector members): their topic
+    permissions name only those types, and their inbox is bound to them only.
+    `directory_publishers` may publish signed directories (the secretariat) and nothing else.
     """
+    roles = dict(roles or {})
     networks = dict(networks or {})
     passwords = dict(passwords or {})
     node_bounds = dict(node_bounds or {})
     all_nodes = list(dict.fromkeys([*nodes, *(n for m in networks.values() for n in m)]))
-    for node in (*all_nodes, *auditors):
+    for node in (*all_nodes, *auditors, *directory_publishers):
         routing_word(node, "user name")
     for network in networks:
         routing_word(network, "network")
@@ -62,18 +68,22 @@ def render_definitions(
         node: sorted(net for net, members in networks.items() if node in members)
         for node in all_nodes
     }
-    decl = topology.shared()
+    decl = topology.shared() + topology.directory_declarations()
     for node in all_nodes:
-        decl = decl + topology.for_node(node)
+        receives = [*roles[node][1], "receipt"] if node in roles else None
+        decl = decl + topology.for_node(node, receives)
         if membership[node]:
             decl = decl + topology.for_subscriber(node, membership[node])
-    users = [_user(name, passwords.get(name)) for name in (*all_nodes, *auditors)]
+    users = [
+        _user(name, passwords.get(name)) for name in (*all_nodes, *auditors, *directory_publishers)
+    ]
     permissions = [_node_permission(topology, vhost, node) for node in all_nodes]
     permissions += [_auditor_permission(topology, vhost, name) for name in auditors]
+    permissions += [_publisher_permission(topology, vhost, name) for name in directory_publishers]
     topic_permissions = [
         tp
         for node in all_nodes
-        for tp in _topic_permissions(topology, vhost, node, membership[node])
+        for tp in _topic_permissions(topology, vhost, node, membership[node], roles.get(node))
     ]
     return {
         "vhosts": [{"name": vhost}],
@@ -137,7 +147,17 @@ def _node_permission(topology: Topology, vhost: str, node: str) -> dict[str, str
         "vhost": vhost,
         "configure": rf"^{own}$",
         "write": rf"^({p}\.(messages|cases|dead)|{own})$",
-        "read": rf"^({p}\.(messages|cases|dead)|{own})$",
+        "read": rf"^({p}\.(messages|cases|dead)|{own}|{p}\.directory\.stream)$",
+    }
+
+
+def _publisher_permission(topology: Topology, vhost: str, name: str) -> dict[str, str]:
+    return {
+        "user": name,
+        "vhost": vhost,
+        "configure": "^$",
+        "write": rf"^{topology.prefix}\.directory$",
+        "read": "^$",
     }
 
 
@@ -152,10 +172,22 @@ def _auditor_permission(topology: Topology, vhost: str, name: str) -> dict[str, 
 
 
 def _topic_permissions(
-    topology: Topology, vhost: str, node: str, member_of: Sequence[str]
+    topology: Topology,
+    vhost: str,
+    node: str,
+    member_of: Sequence[str],
+    role: Sequence[Sequence[str]] | None = None,
 ) -> list[dict[str, str]]:
     nets = "|".join(member_of)
     network_keys = rf"^({nets})\." if member_of else NEVER
+    sends = r"[^.]+"
+    binds = r"^{username}\."
+    if role is not None:
+        # a confined member: publish only the types it may send, bind only what it receives
+        sends = "({})".format("|".join([*(routing_word(t) for t in role[0]), "receipt"]))
+        binds = r"^{{username}}\.({})\.".format(
+            "|".join([*(routing_word(t) for t in role[1]), "receipt"])
+        )
 
     def entry(exchange: str, write: str, read: str) -> dict[str, str]:
         return {"user": node, "vhost": vhost, "exchange": exchange, "write": write, "read": read}
@@ -165,8 +197,8 @@ def _topic_permissions(
         # bind only keys addressed to itself
         entry(
             topology.messages.name,
-            rf"^([^.]+\.[^.]+\.{{username}}|{CHECKPOINT_WORD}\.{{username}})$",
-            r"^{username}\.",
+            rf"^([^.]+\.{sends}\.{{username}}|{CHECKPOINT_WORD}\.{{username}})$",
+            binds,
         ),
         entry(topology.cases.name, network_keys, network_keys),
         entry(topology.dead.name, r"^{username}\.", r"^{username}\."),

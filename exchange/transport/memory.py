@@ -435,12 +435,13 @@ class MemoryBus:
         self._consumers.clear()
         self._connected = False
 
-    def _audit_stream(self) -> _Stream:
+    def _audit_stream(self, queue: str | None = None) -> _Stream:
         if not self._connected:
             raise ConsumeError("not connected")
-        stream = self.broker.streams.get(self.topology.audit_stream_queue)
+        name = queue or self.topology.audit_stream_queue
+        stream = self.broker.streams.get(name)
         if stream is None:
-            raise ConsumeError(f"NOT_FOUND - no queue '{self.topology.audit_stream_queue}'")
+            raise ConsumeError(f"NOT_FOUND - no queue '{name}'")
         return stream
 
     async def audit_stream_offset_at(
@@ -452,9 +453,9 @@ class MemoryBus:
         return found if found < len(stream.entries) else None
 
     async def read_audit_stream(
-        self, *, offset: str | int = "first", idle_timeout: float = 1.0
+        self, *, offset: str | int = "first", idle_timeout: float = 1.0, queue: str | None = None
     ) -> AsyncIterator[Delivery]:
-        stream = self._audit_stream()
+        stream = self._audit_stream(queue)
         position = _start(stream, offset)
         while True:
             if position < len(stream.entries):
@@ -465,7 +466,7 @@ class MemoryBus:
                     exchange=self.topology.logical_name(message.exchange),
                     routing_key=message.routing_key,
                     message_id=message.message_id,
-                    headers=dict(message.headers),
+                    headers={**message.headers, "x-stream-offset": position - 1},
                     redelivered=False,
                     delivery_count=1,
                 )

@@ -167,7 +167,7 @@ async def delete_topology(url: str, topology: Topology, nodes: Sequence[str]) ->
         connection = await aio_pika.connect(url)
         async with connection:
             channel = await connection.channel()
-            queues = [topology.audit_stream_queue]
+            queues = [topology.audit_stream_queue, topology.directory_stream_queue]
             for node in nodes:
                 queues += [
                     topology.inbox_queue(node),
@@ -177,6 +177,6 @@ async def delete_topology(url: str, topology: Topology, nodes: Sequence[str]) ->
             for name in queues:
                 with contextlib.suppress(Exception):
                     await channel.queue_delete(name)
-            for spec in topology.exchanges():
+            for spec in (*topology.exchanges(), topology.directory):
                 with contextlib.suppress(Exception):
                     await channel.exchange_delete(spec.name)

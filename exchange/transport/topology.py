@@ -23,6 +23,7 @@ MAX_ROUTING_KEY_BYTES = 255
 POISON_REASON = "delivery-limit"
 """Routing-key word of a message the broker dead-lettered after too many deliveries."""
 CHECKPOINT_WORD = "checkpoint"
+DIRECTORY_STREAM_BYTES = 256 * 1024**2
 """First word of a checkpoint's routing key on the messages exchange: `checkpoint.<node>`
 (node ids are upper case, so no inbox binding `<node>.#` ever matches it)."""
 
@@ -221,6 +222,11 @@ class Topology:
     def exchanges(self) -> tuple[ExchangeSpec, ...]:
         return (self.messages, self.cases, self.audit, self.dead)
 
+    @property
+    def directory(self) -> ExchangeSpec:
+        """Fanout into the directory stream: only the secretariat may publish there."""
+        return ExchangeSpec(f"{self.prefix}.directory", ExchangeKind.FANOUT)
+
     def exchange_name(self, logical: str) -> str:
         """`"messages"` -> `"xb.messages"`; KeyError for a name outside the topology."""
         if logical not in LOGICAL_EXCHANGES:
@@ -249,6 +255,10 @@ class Topology:
     @property
     def audit_stream_queue(self) -> str:
         return f"{self.prefix}.audit.stream"
+
+    @property
+    def directory_stream_queue(self) -> str:
+        return f"{self.prefix}.directory.stream"
 
     def node_of_queue(self, queue: str) -> str | None:
         """The node owning an inbox, dead or subscription queue; None for other queues."""
@@ -298,6 +308,16 @@ class Topology:
             (("x-max-age", self.stream_max_age), ("x-max-length-bytes", self.stream_max_bytes)),
         )
 
+    @property
+    def directory_stream(self) -> QueueSpec:
+        """Every signed network directory published, kept a year: a node that starts reads
+        them all and keeps the newest that verifies."""
+        return QueueSpec(
+            self.directory_stream_queue,
+            QueueKind.STREAM,
+            (("x-max-age", "365D"), ("x-max-length-bytes", DIRECTORY_STREAM_BYTES)),
+        )
+
     # -- routing keys ------------------------------------------------------------------------
     def routing_key(self, recipient: str, type: str, sender: str) -> str:
         """`<recipient>.<type>.<sender>` for the messages exchange; each part one word."""
@@ -331,17 +351,26 @@ class Topology:
         return f"{routing_word(node, 'node id')}.{reason}"
 
     # -- bindings and declaration groups -------------------------------------------------------
-    def node_bindings(self, node: str) -> tuple[BindingSpec, ...]:
+    def node_bindings(
+        self, node: str, receives: Sequence[str] | None = None
+    ) -> tuple[BindingSpec, ...]:
         """Inbox and dead queue bindings, and the audit copy of messages to `node`.
 
         The audit copy is bound per recipient rather than with `#`: a `#` binding would make
         every message routable, so a message to a node without an inbox would vanish into
         the audit stream instead of being returned to its publisher as unroutable.
+        `receives`: only these message types (and receipts) reach the node, for a member
+        whose role allows no more (a private-sector member); None: every type.
         """
-        own = f"{routing_word(node, 'node id')}.#"
+        word = routing_word(node, "node id")
+        own = f"{word}.#"
+        keys = [own] if receives is None else [f"{word}.{routing_word(t)}.*" for t in receives]
         return (
-            BindingSpec(self.messages.name, self.inbox_queue(node), own),
-            BindingSpec(self.messages.name, self.audit.name, own, DestinationKind.EXCHANGE),
+            *(BindingSpec(self.messages.name, self.inbox_queue(node), k) for k in keys),
+            *(
+                BindingSpec(self.messages.name, self.audit.name, k, DestinationKind.EXCHANGE)
+                for k in keys
+            ),
             BindingSpec(self.dead.name, self.dead_queue(node), own),
         )
 
@@ -373,10 +402,17 @@ class Topology:
         """What every node relies on: the four exchanges, the audit stream and its bindings."""
         return Declarations(self.exchanges(), (self.audit_stream,), self.audit_bindings())
 
-    def for_node(self, node: str) -> Declarations:
+    def directory_declarations(self) -> Declarations:
+        """The directory's exchange and stream: declared by whoever publishes the first
+        directory (`exchange directory publish`) or by the rendered definitions; a node
+        only reads the stream, and finds nothing to read until then."""
+        binding = BindingSpec(self.directory.name, self.directory_stream_queue, "")
+        return Declarations((self.directory,), (self.directory_stream,), (binding,))
+
+    def for_node(self, node: str, receives: Sequence[str] | None = None) -> Declarations:
         """Everything a node needs to send and receive: `shared()` plus its own queues."""
         own = Declarations(
-            (), (self.inbox(node), self.dead_letters(node)), self.node_bindings(node)
+            (), (self.inbox(node), self.dead_letters(node)), self.node_bindings(node, receives)
         )
         return self.shared() + own
 
@@ -399,6 +435,8 @@ class Topology:
         passwords: Mapping[str, str] | None = None,
         auditors: Sequence[str] = (),
         node_bounds: Mapping[str, QueueBounds] | None = None,
+        roles: Mapping[str, Sequence[Sequence[str]]] | None = None,
+        directory_publishers: Sequence[str] = (),
     ) -> dict[str, Any]:
         """A RabbitMQ definitions document for one network's virtual host (see
         `exchange.transport.definitions`)."""
@@ -412,4 +450,6 @@ class Topology:
             passwords=passwords,
             auditors=auditors,
             node_bounds=node_bounds,
+            roles=roles,
+            directory_publishers=directory_publishers,
         )

@@ -187,7 +187,7 @@ def test_a_peers_hostile_content_renders_inert(
     inert(listing, admin)
     links = [str(a.get_attribute("href")) for a in listing.locator("tbody td.num a").all()]
     shown = []
-    for href in links:
+    for href in links[-4:]:  # the oldest: received, verified and stored with the envelope
         page = admin.goto(href)
         inert(page, admin)
         shown.append("Hoxha[U+202E]gnp.exe" in page.locator("pre").inner_text())

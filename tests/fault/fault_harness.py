@@ -23,7 +23,8 @@ import orjson
 from private_broker import tail as _tail
 
 from exchange.client import GatewayClient, GatewayUnreachable, ProblemError
-from exchange.demo.runner import CASE, load_payload
+from exchange.demo.evidence import CASE
+from exchange.demo.scenario import load_payload
 from exchange.network import NetworkLayout
 
 NODE_START_SECONDS = 30.0

@@ -17,7 +17,6 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -27,6 +26,7 @@ from aiohttp.test_utils import TestClient
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from directories import add_certificate, both, resign, use_crl_file
 from hostile_corpus import Case, apply_edits, body_bytes, get, put
 from hostile_node import audit_since, snapshot
 from http_helpers import auth_headers, example_payload
@@ -67,14 +67,15 @@ class Identity:
         return kid_of(self.certificate)
 
 
-def make_identities(pki: Path, network: str) -> dict[str, Identity]:
+def make_identities(layout: NetworkLayout) -> dict[str, Identity]:
     """The network's nodes and CA, plus the bad certificates the corpus signs with.
 
     Expired, not-yet-valid and revoked certificates of AL-ARO are issued by the network CA
-    and distributed (written to the certificate directory the receiver loads; the CRL
-    lists the revoked one). The undistributed one is never given to the receiver; the
+    and distributed (listed under AL-ARO in the signed directory the receiver starts from,
+    whose CRL lists the revoked one). The undistributed one is never given to the receiver; the
     foreign one comes from another CA that names itself and AL-ARO exactly like ours.
     """
+    pki = layout.pki_dir
     ca_key, ca_cert = load_private_key(pki / "ca.key"), load_certificate(pki / "ca.pem")
     identities = {
         node: Identity(load_private_key(pki / f"{node}.key"), load_certificate(pki / f"{node}.pem"))
@@ -83,11 +84,12 @@ def make_identities(pki: Path, network: str) -> dict[str, Identity]:
     identities["CA"] = Identity(ca_key, ca_cert)
     now = datetime.now(UTC).replace(microsecond=0)
 
+    distributed: list[x509.Certificate] = []
+
     def issue(name: str, *, distribute: bool, **validity: datetime) -> Identity:
         key, cert = create_node_certificate(ca_key, ca_cert, "AL-ARO", **validity)
         if distribute:
-            pem = cert.public_bytes(serialization.Encoding.PEM)
-            (pki / f"AL-ARO.{cert.serial_number:x}.pem").write_bytes(pem)
+            distributed.append(cert)
         identities[name] = Identity(key, cert)
         return identities[name]
 
@@ -98,8 +100,9 @@ def make_identities(pki: Path, network: str) -> dict[str, Identity]:
     issue("AL-ARO@undistributed", distribute=False)
     crl = create_crl(ca_key, ca_cert, {revoked.certificate.serial_number: now}, number=2)
     (pki / "crl.pem").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    resign(layout, both(*(add_certificate("AL-ARO", c) for c in distributed), use_crl_file(layout)))
 
-    foreign_ca_key, foreign_ca = create_ca(network)
+    foreign_ca_key, foreign_ca = create_ca(layout.network)
     key, cert = create_node_certificate(foreign_ca_key, foreign_ca, "AL-ARO")
     identities["AL-ARO@foreign-ca"] = Identity(key, cert)
     return identities

@@ -49,8 +49,7 @@ async def target(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Brok
     root = tmp_path_factory.mktemp("hostile-broker")
     # The receiver follows one prosecutor network with AL-ARO; MD-ARO is not a member.
     network = init_network_dir(root / "net", NODES, bus="memory", networks=NETWORKS)
-    pki = network.directory / "pki"
-    identities = make_identities(pki, network.network)
+    identities = make_identities(network)
     config = network.config(RECEIVER, environ={})
     # A handler that raises makes the broker dead-letter the delivery on its second try,
     # so a poison input fails its own case quickly instead of looping into the next one.
@@ -72,7 +71,7 @@ async def target(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Brok
                 broker,
                 partner,
                 identities,
-                TrustStore.from_directory(pki),
+                TrustStore.from_directory(network.pki_dir),
             )
     finally:
         await receiver_bus.close()

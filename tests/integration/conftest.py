@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 from networks import DemoNetworks, NetworkFactory
 
-from exchange.demo.runner import NODES, PROSECUTOR_NETWORK, DemoNetwork
+from exchange.demo.runner import DemoNetwork
+from exchange.demo.scenario import DEMO_NODES, NODES, PROSECUTOR_NETWORK, ROLES
 
 
 @pytest.fixture(params=["memory", "amqp"])
@@ -24,9 +25,18 @@ def demo_networks(
 
 @pytest.fixture
 async def network(demo_networks: DemoNetworks) -> AsyncIterator[DemoNetwork]:
-    """The demo's three nodes in this process, members of its prosecutor network, on the
+    """The demo's three authorities in this process, members of its prosecutor network, on the
     in-memory bus and on the real RabbitMQ. A module that needs other nodes or networks
     makes them with `demo_networks`."""
     layout = demo_networks.layout(NODES, networks={PROSECUTOR_NETWORK: NODES})
+    async with demo_networks.running(layout) as net:
+        yield net
+
+
+@pytest.fixture
+async def demo_network(demo_networks: DemoNetworks) -> AsyncIterator[DemoNetwork]:
+    """The whole demo network: the three authorities, members of the prosecutor network,
+    and EE-VASP, a private-sector member of none, on both buses."""
+    layout = demo_networks.layout(DEMO_NODES, networks={PROSECUTOR_NETWORK: NODES}, roles=ROLES)
     async with demo_networks.running(layout) as net:
         yield net

@@ -30,7 +30,8 @@ from exchange.audit.stream import StreamReplay
 from exchange.cli import main
 from exchange.crypto.signing import encode_envelope
 from exchange.crypto.verify import TrustStore
-from exchange.demo.runner import DemoNetwork, free_base_port, load_payload
+from exchange.demo.runner import DemoNetwork, free_base_port
+from exchange.demo.scenario import load_payload
 from exchange.gateway import keys
 from exchange.model.common import utc_now
 from exchange.model.envelope import Header

@@ -21,7 +21,8 @@ from http_helpers import submission
 from networks import NetworkFactory
 from tcp_relay import TcpRelay, free_port
 
-from exchange.demo.runner import DemoNetwork, free_base_port, load_payload
+from exchange.demo.runner import DemoNetwork, free_base_port
+from exchange.demo.scenario import load_payload
 from exchange.gateway.app import create_app
 
 pytestmark = pytest.mark.integration
@@ -69,7 +70,7 @@ async def test_a_node_started_without_a_broker_accepts_and_delivers_once_it_appe
         status, problem = await _readiness(network, node)
         assert status == 503, problem
         assert problem["code"] == "service.unavailable"
-        assert problem["checks"] == {"broker": False, "store": True}
+        assert problem["checks"] == {"broker": False, "store": True, "directory": True}
 
     body = submission(payload=load_payload("01-asset-inquiry.json"))
     status, accepted = await network.call("AL-ARO", "POST", "/v1/messages", body)

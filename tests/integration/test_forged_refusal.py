@@ -29,7 +29,8 @@ from polling import dead_letters
 from exchange.audit.entries import AuditEntry, AuditEvent
 from exchange.crypto.pki import create_crl, load_certificate, load_private_key
 from exchange.crypto.signing import b64url_decode, b64url_encode, encode_envelope
-from exchange.demo.runner import DemoNetwork, load_payload
+from exchange.demo.runner import DemoNetwork
+from exchange.demo.scenario import load_payload
 from exchange.gateway import keys
 from exchange.gateway.api_models import MessageView
 from exchange.model.common import utc_now

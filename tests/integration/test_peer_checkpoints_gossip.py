@@ -14,12 +14,9 @@ from http_helpers import submission
 
 from exchange.audit.entries import AuditEvent
 from exchange.cli import main as cli
-from exchange.demo.runner import (
-    CASE,
-    PROSECUTOR_NETWORK,
-    DemoNetwork,
-    load_payload,
-)
+from exchange.demo.evidence import CASE
+from exchange.demo.runner import DemoNetwork
+from exchange.demo.scenario import PROSECUTOR_NETWORK, load_payload
 from exchange.gateway import keys
 
 pytestmark = pytest.mark.integration

@@ -42,12 +42,12 @@ from exchange.crypto.pki import (
     create_ca,
     create_node_certificate,
     init_network,
-    issue_server_certificate,
     load_certificate,
     load_private_key,
 )
+from exchange.crypto.server_certs import issue_server_certificate
 from exchange.crypto.verify import TrustStore
-from exchange.demo.runner import load_payload
+from exchange.demo.scenario import load_payload
 from exchange.errors import VerificationError
 from exchange.gateway.app import build_bus, create_app
 from exchange.network import NetworkLayout, init_network_dir

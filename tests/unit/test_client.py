@@ -200,15 +200,16 @@ async def test_an_auditor_gets_a_checkpoint_and_proofs_that_verify(nodes: Nodes)
         page = await auditor.audit_entries(0, 1000)
         assert page.size >= checkpoint.size > 2 and page.next == len(page.items)
         assert [e.index for e in page.items] == list(range(len(page.items)))
-        assert page.items[0].event == "accepted"
+        assert page.items[0].event == "directory-updated"  # the directory the node started on
+        assert page.items[1].event == "accepted"
         size = checkpoint.size
         assert merkle_root(page.leaf_hashes[:size]) == checkpoint.root_hash
-        for index in (0, 1):  # 0 kept the payload (redacted here), 1 did not
+        for index in (1, 2):  # 1 kept the payload (redacted here), 2 did not
             proof = await auditor.inclusion_proof(index, size)
             assert proof.leaf == page.leaf_hashes[index]
             assert verify_inclusion(index, size, proof.leaf, proof.path, checkpoint.root_hash)
-        assert 0 in page.redacted and 1 not in page.redacted
-        assert page.leaf_hashes[1] == leaf_hash(page.items[1].body)  # the bytes themselves
+        assert 1 in page.redacted and 2 not in page.redacted
+        assert page.leaf_hashes[2] == leaf_hash(page.items[2].body)  # the bytes themselves
         growth = await auditor.consistency_proof(1, size)
         assert growth.new_root == checkpoint.root_hash
         assert verify_consistency(1, size, growth.path, growth.old_root, growth.new_root)
@@ -252,17 +253,17 @@ async def test_an_auditor_sees_headers_digests_receipts_and_proofs_but_no_payloa
         assert isinstance(item.envelope, RedactedEnvelope)
         assert item.envelope.withheld == {"payload": digest}
     # the accepted entry, redacted: whoever holds the payload restores the hashed bytes
-    accepted = page.items[0]
+    accepted = page.items[1]  # after the directory the node started on
     assert accepted.envelope is not None and "payload" not in accepted.envelope
     restored = restore_entry(orjson.loads(accepted.body), {"payload": sent.payload})
-    assert leaf_hash(restored) == page.leaf_hashes[0]
+    assert leaf_hash(restored) == page.leaf_hashes[1]
     with pytest.raises(ValueError, match="digest differs"):
         restore_entry(orjson.loads(accepted.body), {"payload": {**sent.payload, "x": 1}})
     # a role that may read payloads gets the bytes themselves
     async with nodes.client("AL-ARO", "admin") as admin:
         full = await admin.audit_entries(0, 1000)
-    assert full.redacted == frozenset() and full.items[0].envelope is not None
-    assert full.items[0].envelope["payload"] == sent.payload
+    assert full.redacted == frozenset() and full.items[1].envelope is not None
+    assert full.items[1].envelope["payload"] == sent.payload
     assert [leaf_hash(e.body) for e in full.items] == full.leaf_hashes
     assert full.leaf_hashes[: len(page.items)] == page.leaf_hashes
 
@@ -270,7 +271,11 @@ async def test_an_auditor_sees_headers_digests_receipts_and_proofs_but_no_payloa
 async def test_operations_routes_and_a_gateway_that_does_not_answer(nodes: Nodes) -> None:
     async with GatewayClient(nodes.urls["RS-PPO"]) as operator:
         assert (await operator.health()).status == "ok"
-        assert (await operator.wait_ready(within=10)).checks == {"broker": True, "store": True}
+        assert (await operator.wait_ready(within=10)).checks == {
+            "broker": True,
+            "store": True,
+            "directory": True,
+        }
         assert "xb_outbox_depth" in await operator.metrics()
         assert (await operator.openapi())["openapi"].startswith("3.")
         status, answer = await operator.request("GET", "/healthz")

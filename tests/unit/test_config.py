@@ -21,9 +21,7 @@ data_dir = "data/AL-ARO"
 key_path = "pki/AL-ARO.key"
 cert_path = "pki/AL-ARO.pem"
 ca_path = "pki/ca.pem"
-crl_path = "pki/crl.pem"
-certs_dir = "pki"
-nodes = ["AL-ARO", "RS-PPO", "MD-ARO"]
+directory_path = "pki/directory.json"
 
 [[tokens]]
 id = "contact-point"
@@ -56,7 +54,7 @@ def test_a_toml_file_loads_with_defaults_and_paths_relative_to_the_file(tmp_path
     # one database holds every fact and the audit log, so they commit together
     assert config.database_path == conf_dir / "data" / "AL-ARO" / "node.sqlite3"
     assert config.audit_path == config.database_path
-    assert config.recipients == frozenset({"RS-PPO", "MD-ARO"})
+    assert config.directory_path == conf_dir / "pki" / "directory.json"
     assert config.tokens[0].role is Role.CONTACT_POINT
     assert config.limits.max_body_bytes == 65536
     assert config.limits.max_skew_seconds == 300
@@ -75,7 +73,7 @@ def test_environment_variables_override_the_file_including_nested_fields(tmp_pat
         "EXCHANGE_LISTEN_PORT": "9000",
         "EXCHANGE_LIMITS__PREFETCH": "8",
         "EXCHANGE_CHECKPOINT__EVERY_SECONDS": "2.5",
-        "EXCHANGE_NODES": "AL-ARO, RS-PPO",
+        "EXCHANGE_DIRECTORY_POLL_SECONDS": "0.5",
         "EXCHANGE_BUS": "memory",
         "EXCHANGE_LOG_LEVEL": "DEBUG",  # not a configuration field: left alone
         "OTHER_LISTEN_PORT": "1",
@@ -86,7 +84,7 @@ def test_environment_variables_override_the_file_including_nested_fields(tmp_pat
     assert config.limits.prefetch == 8
     assert config.limits.max_body_bytes == 65536  # the rest of the section is kept
     assert config.checkpoint.every_seconds == 2.5
-    assert config.nodes == ("AL-ARO", "RS-PPO")
+    assert config.directory_poll_seconds == 0.5
     assert config.bus == "memory"
 
 
@@ -136,8 +134,12 @@ def test_a_bad_override_is_refused_naming_the_field(
         (('node_id = "AL-ARO"\n', ""), "node_id"),
         ((f'sha256 = "{HASH}"', 'sha256 = "plain-secret-token"'), "tokens.0.sha256"),
         (('role = "contact-point"', 'role = "root"'), "tokens.0.role"),
-        (('"MD-ARO"]', '"MD-ARO", "RS-PPO"]'), "nodes"),
-        (('nodes = ["AL-ARO", ', "nodes = ["), "nodes"),
+        (('network = "see-arn"', 'network = "see-arn"\nnodes = ["AL-ARO"]'), "nodes"),
+        (('network = "see-arn"', 'network = "see-arn"\ncerts_dir = "pki"'), "certs_dir"),
+        (
+            ("[limits]", '[[networks]]\nname = "pcn"\nmembers = ["AL-ARO", "RS-PPO"]\n\n[limits]'),
+            "members come from the signed network directory",
+        ),
     ],
 )
 def test_a_bad_file_is_refused_naming_the_field(
@@ -207,3 +209,60 @@ def test_the_connection_hook_that_failover_relies_on_exists_in_aio_pika() -> Non
 
     assert callable(getattr(aio_pika.RobustConnection, _CONNECT_ATTEMPT, None))
     assert _CONNECT_ATTEMPT in vars(FailoverConnection)
+
+
+TOKEN_KEY = """key_uri = "pkcs11:token=AL-ARO;object=AL-ARO-2026"
+pkcs11_module = "/usr/lib/softhsm/libsofthsm2.so"
+pkcs11_pin_path = "pki/token.pin"
+"""
+
+
+def test_a_signing_key_in_a_token_replaces_the_key_file_and_its_pin_path_is_resolved(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, BASE_TOML.replace('key_path = "pki/AL-ARO.key"\n', TOKEN_KEY))
+    config = NodeConfig.load(path, environ={})
+    assert config.key_path is None
+    assert config.key_uri == "pkcs11:token=AL-ARO;object=AL-ARO-2026"
+    assert config.pkcs11_module == Path("/usr/lib/softhsm/libsofthsm2.so")
+    assert config.pkcs11_pin_path == path.parent.resolve() / "pki" / "token.pin"
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        (BASE_TOML.replace('key_path = "pki/AL-ARO.key"\n', ""), "exactly one of key_path"),
+        (
+            BASE_TOML.replace('key_path = "pki/AL-ARO.key"\n', 'key_path = "k.key"\n' + TOKEN_KEY),
+            "exactly one of key_path",
+        ),
+        (
+            BASE_TOML.replace(
+                'key_path = "pki/AL-ARO.key"\n', 'key_uri = "pkcs11:token=T;object=O"\n'
+            ),
+            "key_uri needs pkcs11_module and pkcs11_pin_path",
+        ),
+        (
+            BASE_TOML.replace('ca_path = "pki/ca.pem"\n', 'ca_path = "c"\npkcs11_module = "m"\n'),
+            "go with key_uri only",
+        ),
+        (
+            BASE_TOML.replace('key_path = "pki/AL-ARO.key"\n', TOKEN_KEY).replace(
+                "amqp://guest:guest@", "amqps://"
+            ),
+            "a token key signs envelopes only",
+        ),
+        (
+            BASE_TOML.replace('key_path = "pki/AL-ARO.key"\n', TOKEN_KEY).replace(
+                "object=AL-ARO-2026", "object=AL-ARO-2026?pin-value=1234"
+            ),
+            "key_uri",
+        ),
+    ],
+    ids=["no-key", "both", "uri-alone", "module-alone", "amqps", "pin-in-uri"],
+)
+def test_the_signing_key_is_configured_once_and_completely(
+    tmp_path: Path, text: str, why: str
+) -> None:
+    with pytest.raises(ConfigError, match=why):
+        NodeConfig.load(write(tmp_path, text), environ={})

@@ -100,6 +100,8 @@ async def test_no_page_opens_without_a_session(console: Console) -> None:
 
 async def test_the_console_answers_with_strict_headers(console: Console) -> None:
     await console.sign_in("admin")
+    missing = await console.client.get("/console/no/such/page")
+    assert missing.status == 404 and missing.content_type == "text/html"
     for path in ("/console/login", "/console/inbox", "/console/admin", "/console/inbox/x"):
         answer = await console.client.get(path)
         assert answer.headers["Content-Security-Policy"] == CSP

@@ -19,9 +19,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from http_helpers import bearer, example_payload
 from openapi_spec_validator import validate as validate_openapi
 
-from exchange.audit.entries import AuditEntry
+from exchange.audit.entries import AuditEntry, AuditEvent
 from exchange.audit.replay import TimelineFilter
-from exchange.crypto.verify import TrustStore, VerificationPolicy, verify_envelope
+from exchange.crypto.verify import VerificationPolicy, verify_envelope
+from exchange.directory.view import load_view
 from exchange.gateway import keys
 from exchange.gateway.api_models import (
     CaseView,
@@ -31,7 +32,7 @@ from exchange.gateway.api_models import (
     OverdueView,
     ProblemDetails,
 )
-from exchange.gateway.app import certificate_paths, create_app
+from exchange.gateway.app import create_app
 from exchange.gateway.routes import ROUTES
 from exchange.model.common import utc_now
 from exchange.network import NetworkLayout
@@ -59,7 +60,9 @@ class Gateway:
         return await self.client.get(path, headers=self.auth(role))
 
     async def audit(self) -> list[AuditEntry]:
-        return await self.app[keys.AUDIT].entries(0, 1000)
+        entries = await self.app[keys.AUDIT].entries(0, 1000)
+        # without the entry of the directory the node started on
+        return [e for e in entries if e.event is not AuditEvent.DIRECTORY_UPDATED]
 
     async def outbox_depth(self) -> int:
         return await self.app[keys.STORE].outbox_depth()
@@ -120,7 +123,7 @@ async def test_a_valid_message_is_signed_stored_per_recipient_audited_and_answer
 
     # What the gateway signed verifies for a partner holding the network's certificates.
     config = gateway.app[keys.CONFIG]
-    trust = TrustStore.from_files(config.ca_path, config.crl_path, certificate_paths(config))
+    trust = load_view(config).trust
     verified = verify_envelope(
         json.dumps(view["envelope"]).encode(), VerificationPolicy(trust=trust)
     )
@@ -440,7 +443,7 @@ async def test_health_readiness_and_metrics(gateway: Gateway) -> None:
     assert (await health.json()) == {"status": "ok", "node": "AL-ARO"}
     # Without a relay the broker is not ready; the store is.
     problem = await problem_of(await gateway.client.get("/readyz"), 503, "service.unavailable")
-    assert problem["checks"] == {"broker": False, "store": True}
+    assert problem["checks"] == {"broker": False, "store": True, "directory": True}
 
     await gateway.post(submission())
     await gateway.post(submission(recipients=["KZ-ARC"]))

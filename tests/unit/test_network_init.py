@@ -10,6 +10,9 @@ import pytest
 
 from exchange.cli import main
 from exchange.config import Role
+from exchange.crypto.pki import load_certificate
+from exchange.directory.document import verify_directory
+from exchange.directory.view import load_view
 from exchange.errors import ExchangeError
 from exchange.gateway.auth import Authenticator
 from exchange.network import NetworkLayout, init_network_dir
@@ -22,6 +25,12 @@ def test_init_writes_pki_configs_data_dirs_and_a_private_network_file(tmp_path: 
     root = (tmp_path / "net").resolve()
     for name in ("ca.pem", "crl.pem", *(f"{n}.pem" for n in NODES), *(f"{n}.key" for n in NODES)):
         assert (root / "pki" / name).is_file(), name
+    # the secretariat's members.toml, and the directory signed from it that nodes start on
+    assert "[[members]]" in (root / "members.toml").read_text()
+    directory = verify_directory(
+        layout.directory_file.read_bytes(), load_certificate(root / "pki" / "ca.pem")
+    )
+    assert [m.id for m in directory.body.members] == NODES and directory.serial == 1
     doc = json.loads((root / "network.json").read_text())
     assert doc["network"] == "see-arn"
     assert list(doc["nodes"]) == NODES
@@ -32,10 +41,12 @@ def test_init_writes_pki_configs_data_dirs_and_a_private_network_file(tmp_path: 
 
     for node in NODES:
         config = layout.config(node, environ={})
-        assert config.node_id == node and config.nodes == tuple(NODES)
+        assert config.node_id == node and config.directory_path == layout.directory_file
+        assert load_view(config).recipients == set(NODES) - {node}
         assert config.key_path == root / "pki" / f"{node}.key"
         assert config.data_dir.is_dir()
         toml = layout.nodes[node].config_path.read_text()
+        assert all(other not in toml for other in NODES if other != node)  # never the others
         # Only hashes are configured; every clear-text token authenticates with its role.
         authenticator = Authenticator.from_config(config)
         for role, token in layout.nodes[node].tokens.items():

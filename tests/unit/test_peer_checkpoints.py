@@ -21,6 +21,7 @@ from exchange.audit.log import AuditLog
 from exchange.audit.peers import PeerCheckpoints
 from exchange.crypto.signing import NodeSigner
 from exchange.crypto.verify import TrustStore
+from exchange.directory.view import load_view
 from exchange.gateway.app import load_identity
 from exchange.model.common import utc_now
 from exchange.network import NetworkLayout
@@ -30,7 +31,8 @@ T0 = utc_now().replace(microsecond=0) + timedelta(hours=1)
 
 
 def identity(network: NetworkLayout, node: str) -> tuple[NodeSigner, TrustStore]:
-    return load_identity(network.config(node, environ={}))
+    config = network.config(node, environ={})
+    return load_identity(config)[0], load_view(config).trust
 
 
 def root(n: int, salt: str = "") -> bytes:

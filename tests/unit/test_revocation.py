@@ -1,5 +1,6 @@
-"""Revocation never stops silently: a node without a CRL does not start unless told
-`revocation = "off"` (and then warns at every start); a CRL replaced on disk is used within
+"""Revocation never stops silently: a node uses the CRL of the signed directory, and of a CRL
+file when one is configured (missing, it does not start); `revocation = "off"` warns at every
+start; a CRL replaced on disk is used within
 about a second; and an older CRL put back, while running or across a restart, is refused
 (logged as an error, audited `crl.rollback`) while the newer one stays in force."""
 
@@ -18,6 +19,7 @@ import pytest
 import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from directories import resign, use_crl_file
 
 from exchange.config import NodeConfig
 from exchange.crypto.pki import revoke_node
@@ -40,6 +42,8 @@ def layout(make_network: NetworkFactory) -> NetworkLayout:
 
 
 def config_of(layout: NetworkLayout, **environ: str) -> NodeConfig:
+    """AL-ARO's configuration with a CRL file to watch (beside the directory's CRL)."""
+    environ.setdefault("crl_path", str(layout.pki_dir / "crl.pem"))
     return layout.config("AL-ARO", environ={f"EXCHANGE_{k.upper()}": v for k, v in environ.items()})
 
 
@@ -107,16 +111,24 @@ def without_crl(layout: NetworkLayout, extra: str = "") -> Path:
     return path
 
 
-def test_a_configuration_without_a_crl_is_refused_unless_revocation_is_off(
-    layout: NetworkLayout,
+async def test_without_a_crl_file_the_directorys_crl_is_in_force(
+    layout: NetworkLayout, make_header: Any
 ) -> None:
-    path = without_crl(layout)
-    with pytest.raises(ConfigError, match="crl_path is required"):
-        NodeConfig.load(path, environ={})
+    envelope = md_aro_envelope(layout, make_header)
+    revoke_node(layout.pki_dir, "MD-ARO")  # the secretariat revokes, then re-issues the directory
+    resign(layout, use_crl_file(layout))
+    config = NodeConfig.load(without_crl(layout), environ={})
+    assert (config.revocation, config.crl_path) == ("on", None)
+    async with running(config) as app:
+        assert app[keys.TRUST].crl_number == 2
+        assert refusal_of(app, envelope) == "cert.revoked"
+
+
+def test_revocation_off_and_a_crl_file_at_once_are_refused(layout: NetworkLayout) -> None:
     path = without_crl(layout, 'revocation = "off"\n')
     assert NodeConfig.load(path, environ={}).revocation == "off"
     text = layout.nodes["AL-ARO"].config_path.read_text()
-    path.write_text('revocation = "off"\n' + text)  # off, yet a CRL: which is meant?
+    path.write_text('revocation = "off"\ncrl_path = "pki/crl.pem"\n' + text)  # which is meant?
     with pytest.raises(ConfigError, match="remove one of them"):
         NodeConfig.load(path, environ={})
 

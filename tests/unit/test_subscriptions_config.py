@@ -11,6 +11,7 @@ import pytest
 
 from exchange.cli import main
 from exchange.config import NodeConfig
+from exchange.directory.view import load_view
 from exchange.errors import ConfigError, ExchangeError
 from exchange.network import NetworkLayout, init_network_dir
 from exchange.subscriptions import sse, webhook_signing
@@ -25,10 +26,12 @@ def test_network_init_writes_each_network_into_its_members_configs_only(tmp_path
     assert NetworkLayout.load(layout.directory) == layout
     assert layout.networks == {"see-pcn": ("AL-ARO", "RS-PPO", "MD-ARO")}
     al = layout.config("AL-ARO", environ={})
-    (pcn,) = al.member_networks()
+    (pcn,) = load_view(al).member_networks()
     assert (pcn.name, pcn.members) == ("see-pcn", ("AL-ARO", "RS-PPO", "MD-ARO"))
     assert pcn.auto_updates.enabled and pcn.cases is None and len(pcn.events) == 15
-    assert layout.config("KZ-ARC", environ={}).networks == ()
+    assert al.networks[0].members == ()  # the directory names the members, not the TOML
+    kz = layout.config("KZ-ARC", environ={})
+    assert kz.networks == () and load_view(kz).member_networks() == ()
 
 
 def test_the_cli_takes_prosecutor_networks(
@@ -63,8 +66,7 @@ def write_config(tmp_path: Path, networks: str) -> Path:
     path = tmp_path / "node.toml"
     path.write_text(
         'node_id = "AL-ARO"\nnetwork = "see-arn"\ndata_dir = "data"\nkey_path = "k"\n'
-        'cert_path = "c"\nca_path = "ca"\ncrl_path = "crl"\ncerts_dir = "."\n'
-        'nodes = ["AL-ARO", "RS-PPO", "MD-ARO"]\n' + networks
+        'cert_path = "c"\nca_path = "ca"\ndirectory_path = "directory.json"\n' + networks
     )
     return path
 
@@ -72,7 +74,7 @@ def write_config(tmp_path: Path, networks: str) -> Path:
 def test_webhooks_load_with_their_secret_paths_relative_to_the_file(tmp_path: Path) -> None:
     path = write_config(
         tmp_path,
-        '[[networks]]\nname = "see-pcn"\nmembers = ["AL-ARO", "RS-PPO"]\ncases = ["C-1"]\n'
+        '[[networks]]\nname = "see-pcn"\ncases = ["C-1"]\n'
         '[networks.auto_updates]\nfollow = "all"\n'
         '[[networks.webhooks]]\nurl = "https://hooks.example/x"\n'
         'secret_paths = ["new.secret", "/etc/old.secret"]\nmax_tries = 3\n',
@@ -89,26 +91,27 @@ def test_webhooks_load_with_their_secret_paths_relative_to_the_file(tmp_path: Pa
 @pytest.mark.parametrize(
     ("networks", "field"),
     [
-        ('[[networks]]\nname = "see-pcn"\nmembers = ["AL-ARO", "KZ-ARC"]\n', "not in nodes"),
-        ('[[networks]]\nname = "see-pcn"\nmembers = ["AL-ARO", "AL-ARO"]\n', "must not repeat"),
         (
-            '[[networks]]\nname = "x"\nmembers = ["AL-ARO", "RS-PPO"]\n'
-            '[[networks]]\nname = "x"\nmembers = ["AL-ARO", "RS-PPO"]\n',
+            '[[networks]]\nname = "see-pcn"\nmembers = ["AL-ARO", "KZ-ARC"]\n',
+            "members come from the signed network directory",
+        ),
+        (
+            '[[networks]]\nname = "x"\n[[networks]]\nname = "x"\n',
             "network names must not repeat",
         ),
-        ('[[networks]]\nname = "x"\nmembers = ["AL-ARO", "RS-PPO"]\nevents = ["x"]\n', "events"),
+        ('[[networks]]\nname = "x"\nevents = ["x"]\n', "events"),
         (
-            '[[networks]]\nname = "x"\nmembers = ["AL-ARO", "RS-PPO"]\n'
+            '[[networks]]\nname = "x"\n'
             '[[networks.webhooks]]\nurl = "ftp://x"\nsecret_paths = ["s"]\n',
             "url",
         ),
         (
-            '[[networks]]\nname = "x"\nmembers = ["AL-ARO", "RS-PPO"]\n'
+            '[[networks]]\nname = "x"\n'
             '[[networks.webhooks]]\nurl = "https://x.example/"\nsecret_paths = []\n',
             "secret_paths",
         ),
         (
-            '[[networks]]\nname = "x"\nmembers = ["AL-ARO", "RS-PPO"]\n'
+            '[[networks]]\nname = "x"\n'
             '[[networks.webhooks]]\nurl = "https://x.example/"\nsecret_path = "s"\n',
             "secret_path became secret_paths",
         ),
@@ -134,7 +137,7 @@ def test_a_plain_http_webhook_outside_loopback_is_refused_at_start(
     tmp_path: Path, url: str
 ) -> None:
     hook = f'[[networks.webhooks]]\nurl = "{url}?token=t"\nsecret_paths = ["s"]\n'
-    networks = '[[networks]]\nname = "x"\nmembers = ["AL-ARO", "RS-PPO"]\n' + hook
+    networks = '[[networks]]\nname = "x"\n' + hook
     with pytest.raises(ConfigError, match=r"plain http:// .* not loopback") as refused:
         NodeConfig.load(write_config(tmp_path, networks), environ={})
     assert "token=" not in str(refused.value)  # the query may carry a credential
@@ -148,7 +151,7 @@ def test_a_plain_http_webhook_outside_loopback_is_refused_at_start(
 )
 def test_https_and_loopback_webhooks_need_no_opt_in(tmp_path: Path, url: str) -> None:
     hook = f'[[networks.webhooks]]\nurl = "{url}"\nsecret_paths = ["s"]\n'
-    networks = '[[networks]]\nname = "x"\nmembers = ["AL-ARO", "RS-PPO"]\n' + hook
+    networks = '[[networks]]\nname = "x"\n' + hook
     assert NodeConfig.load(write_config(tmp_path, networks), environ={}).networks[0].webhooks
 
 

@@ -33,6 +33,7 @@ from exchange.audit.merkle import root as merkle_root
 from exchange.config import NodeConfig
 from exchange.crypto.canonical import sha256_hex
 from exchange.crypto.signing import NodeSigner, encode_envelope
+from exchange.directory.view import load_view
 from exchange.gateway.app import load_identity, open_database
 from exchange.model.common import utc_now
 from exchange.model.envelope import Header
@@ -77,11 +78,14 @@ class Node:
 
 
 async def open_node(config: NodeConfig) -> Node:
-    signer, trust = load_identity(config)
+    signer, _ = load_identity(config)
+    view = load_view(config)
     db = open_database(config)
     await db.start()
     audit = await AuditLog.attach(db, signer)
-    service = await CaseUpdates.open(config, db=db, signer=signer, trust=trust, audit=audit)
+    service = await CaseUpdates.open(
+        config, view=view, db=db, signer=signer, trust=view.trust, audit=audit
+    )
     return Node(config, db, service, audit)
 
 

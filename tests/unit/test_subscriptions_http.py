@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from http_helpers import bearer, submission
 
-from exchange.audit.entries import AuditEntry
+from exchange.audit.entries import AuditEntry, AuditEvent
 from exchange.client import GatewayClient
 from exchange.gateway import keys
 from exchange.gateway.api_models import CaseUpdateEvent, CaseUpdatePage
@@ -84,7 +84,9 @@ class Gateway:
         return await self.client.get(path, headers=headers, **kwargs)
 
     async def audit(self) -> list[AuditEntry]:
-        return await self.app[keys.AUDIT].entries(0, 10_000)
+        entries = await self.app[keys.AUDIT].entries(0, 10_000)
+        # without the entry of the directory the node started on
+        return [e for e in entries if e.event is not AuditEvent.DIRECTORY_UPDATED]
 
 
 async def _gateway(network: NetworkLayout, node: str, data: Path) -> Gateway:

@@ -2,6 +2,8 @@
 
 Keys come from fixed seeds, certificates from fixed serials and dates, and Ed25519 is
 deterministic, so running this twice writes the same files. THROWAWAY TEST KEYS ONLY.
+It writes the sealed-payload vectors in sealed/ too (sealed/make_vectors.py), whose
+randomized envelopes are kept while they still hold.
 
     .venv/bin/python tests/vectors/generate.py           # write the files
     .venv/bin/python tests/vectors/generate.py --check   # exit 1 if a file would change
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -179,8 +182,8 @@ def unsigned_envelopes() -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def build() -> dict[str, bytes]:
-    """Every file of the vector set: relative path -> exact bytes."""
+def identity() -> tuple[NodeSigner, dict[str, bytes]]:
+    """The signer AL-ARO, and the files of the test network: CA, certificate, private key."""
     ca_key, ca = create_ca(
         NETWORK,
         key=seeded_key("network CA"),
@@ -199,13 +202,20 @@ def build() -> dict[str, bytes]:
     )
     signer = NodeSigner.from_key_and_certificate(node_key, node_cert)
     pem = serialization.Encoding.PEM
-    files: dict[str, bytes] = {
+    return signer, {
         "ca.pem": ca.public_bytes(pem),
         f"{SIGNER_NODE}.pem": node_cert.public_bytes(pem),
         f"{SIGNER_NODE}.key": node_key.private_bytes(
             pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ),
     }
+
+
+def build() -> dict[str, bytes]:
+    """Every file of the vector set: relative path -> exact bytes; the sealed-payload
+    vectors in `sealed/` too (see sealed/make_vectors.py)."""
+    signer, files = identity()
+    files.update({f"sealed/{name}": data for name, data in sealed_vectors(signer, files).items()})
     vectors: list[dict[str, Any]] = []
     signed: dict[str, bytes] = {}
     for name, doc in unsigned_envelopes():
@@ -257,6 +267,15 @@ def build() -> dict[str, bytes]:
         }
     )
     return files
+
+
+def sealed_vectors(signer: NodeSigner, identity_files: dict[str, bytes]) -> dict[str, bytes]:
+    spec = importlib.util.spec_from_file_location("sealed_vectors", HERE / "sealed/make_vectors.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    built: dict[str, bytes] = module.build(signer, identity_files, HERE / "sealed")
+    return built
 
 
 def _negative_vectors(genuine: bytes) -> dict[str, tuple[bytes, str]]:
