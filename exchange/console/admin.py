@@ -25,7 +25,6 @@ from exchange.audit.checkpoints import Checkpoint
 from exchange.config import NodeConfig
 from exchange.console.web import CONSOLE, page, render
 from exchange.gateway import keys
-from exchange.gateway.app import certificate_paths
 from exchange.model.common import utc_now
 
 SOON_DAYS = 30
@@ -33,9 +32,10 @@ PING_SECONDS = 2.0
 
 
 def directory_serial(app: web.Application) -> int | None:
-    """The serial of the signed network directory this node runs on, once nodes have one;
-    None until then (the page then says the node has no signed directory)."""
-    return None
+    """The serial of the signed network directory this node runs on (None before it has
+    taken one)."""
+    view = app.get(keys.DIRECTORY)
+    return view.serial if view is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,15 +57,25 @@ def _subject(cert: x509.Certificate) -> str:
     return str(names[0].value) if names else cert.subject.rfc4514_string()
 
 
-def _certificates(config: NodeConfig, now: datetime) -> list[CertificateRow]:
-    """Every certificate the configuration names, soonest to expire first (unreadable files
-    are listed with what went wrong)."""
+def _row(what: str, where: str, cert: x509.Certificate, now: datetime) -> CertificateRow:
+    not_after = cert.not_valid_after_utc
+    return CertificateRow(
+        what, where, _subject(cert), f"{cert.serial_number:x}", not_after, (not_after - now).days
+    )
+
+
+def _certificates(
+    config: NodeConfig,
+    members: dict[str, tuple[x509.Certificate, ...]],
+    serial: int | None,
+    now: datetime,
+) -> list[CertificateRow]:
+    """Every certificate the configuration names and every member's in the directory,
+    soonest to expire first (unreadable files are listed with what went wrong)."""
     named: list[tuple[str, Path]] = [
         ("network CA", config.ca_path),
         ("this node (its signing key)", config.cert_path),
     ]
-    own = config.cert_path.resolve()
-    named += [("node", p) for p in certificate_paths(config) if p.resolve() != own]
     if config.https is not None:
         named.append(("HTTPS server", config.https.cert_path))
         if config.https.client_ca_path is not None:
@@ -79,17 +89,14 @@ def _certificates(config: NodeConfig, now: datetime) -> list[CertificateRow]:
         except (OSError, ValueError) as exc:
             rows.append(CertificateRow(what, str(path), f"unreadable: {exc}", "", now, 0))
             continue
-        not_after = cert.not_valid_after_utc
-        rows.append(
-            CertificateRow(
-                what,
-                str(path),
-                _subject(cert),
-                f"{cert.serial_number:x}",
-                not_after,
-                (not_after - now).days,
-            )
-        )
+        rows.append(_row(what, str(path), cert, now))
+    own = config.node_id
+    for member, certificates in sorted(members.items()):
+        for cert in certificates:
+            if member != own:
+                rows.append(
+                    _row(f"member {member}", f"network directory serial {serial}", cert, now)
+                )
     return sorted(rows, key=lambda r: r.not_after)
 
 
@@ -114,6 +121,7 @@ async def admin(request: web.Request) -> web.StreamResponse:
         store_ok = False
     crl = trust.crl
     audit = app[keys.AUDIT]
+    view = app.get(keys.DIRECTORY)
     latest = audit.latest_checkpoint
     health = {
         "broker": relay is not None and relay.ready,
@@ -126,15 +134,19 @@ async def admin(request: web.Request) -> web.StreamResponse:
         "audit_size": audit.head.size,
         "checkpoint_time": latest.time if latest is not None else None,
         "directory_serial": directory_serial(app),
+        "directory_next_update": view.directory.body.next_update if view is not None else None,
         "sessions": len(app[CONSOLE].sessions),
     }
-    certificates = await asyncio.to_thread(_certificates, config, now)
+    members = dict(view.directory.certificates) if view is not None else {}
+    serial = directory_serial(app)
+    certificates = await asyncio.to_thread(_certificates, config, members, serial, now)
     context = {
         "title": f"Node {config.node_id}",
         "health": health,
         "peers": _peers(await app[keys.PEERS].seen()),
         "certificates": certificates,
         "soon_days": SOON_DAYS,
+        "now": now,
         "config": config,
     }
     return render(request, "admin.html", context)

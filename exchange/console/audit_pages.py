@@ -26,6 +26,8 @@ from uuid import UUID
 
 import orjson
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from exchange.audit.checkpoints import Checkpoint, check_checkpoint
 from exchange.audit.entries import AuditEntry, AuditEvent
@@ -36,7 +38,6 @@ from exchange.console.messages import bad_parameter, case_ref, cursor
 from exchange.console.web import CONSOLE, PREFIX, SESSION, page, render
 from exchange.errors import ExchangeError, RequestError
 from exchange.gateway import keys
-from exchange.gateway.app import certificate_paths
 from exchange.gateway.audit_http import entry_item
 from exchange.gateway.auth import Permission
 from exchange.model.common import utc_now
@@ -73,10 +74,18 @@ class VerifyJob:
         )
 
 
-def _snapshot_and_verify(job: VerifyJob, config: NodeConfig) -> VerifyReport:
-    """Copy the log as it is now (SQLite's online backup: one consistent read), verify it."""
+def _snapshot_and_verify(
+    job: VerifyJob, config: NodeConfig, certificates: list[x509.Certificate]
+) -> VerifyReport:
+    """Copy the log as it is now (SQLite's online backup: one consistent read), verify it
+    with the network CA and the members' `certificates` (those of the directory in use)."""
     with tempfile.TemporaryDirectory(prefix="xb-verify-") as folder:
         copy = Path(folder) / "snapshot.sqlite3"
+        cert_paths = []
+        for number, certificate in enumerate(certificates):
+            path = Path(folder) / f"member-{number}.pem"
+            path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+            cert_paths.append(path)
         source = sqlite3.connect(f"{config.database_path.resolve().as_uri()}?mode=ro", uri=True)
         target = sqlite3.connect(copy)
         try:
@@ -90,7 +99,7 @@ def _snapshot_and_verify(job: VerifyJob, config: NodeConfig) -> VerifyReport:
 
         return verify_log(
             copy,
-            cert_paths=certificate_paths(config),
+            cert_paths=cert_paths,
             ca_path=config.ca_path,
             crl_path=config.crl_path,
             jobs=max(1, (os.cpu_count() or 2) // 2),  # leave the node a core
@@ -98,9 +107,9 @@ def _snapshot_and_verify(job: VerifyJob, config: NodeConfig) -> VerifyReport:
         )
 
 
-async def _run(job: VerifyJob, config: NodeConfig) -> None:
+async def _run(job: VerifyJob, config: NodeConfig, certificates: list[x509.Certificate]) -> None:
     try:
-        job.report = await asyncio.to_thread(_snapshot_and_verify, job, config)
+        job.report = await asyncio.to_thread(_snapshot_and_verify, job, config, certificates)
     except Exception as exc:  # shown on the job's page; the node goes on
         job.error = f"{type(exc).__name__}: {exc}"
     finally:
@@ -151,7 +160,9 @@ async def verify_start(request: web.Request) -> web.StreamResponse:
         ]:
             jobs.pop(old.id, None)
         jobs[running.id] = running
-        running.task = asyncio.create_task(_run(running, request.app[keys.CONFIG]))
+        directory = request.app[keys.DIRECTORY].directory
+        members = [c for certs in directory.certificates.values() for c in certs]
+        running.task = asyncio.create_task(_run(running, request.app[keys.CONFIG], members))
     raise web.HTTPSeeOther(f"{PREFIX}/audit/verify/{running.id}")
 
 

@@ -59,13 +59,13 @@ def _context(
     errors: list[FieldError],
     problem: str | None,
 ) -> dict[str, Any]:
-    config = request.app[keys.CONFIG]
+    view = request.app[keys.DIRECTORY]
     builder = FormBuilder(payload_schema(kind))
     payload = builder.form(body.get("payload"))
     placed = attach_errors(
         [payload, *_envelope_fields()], [(pointer_to_path(e.path), e.message) for e in errors]
     )
-    networks = list(config.member_networks())
+    networks = list(view.member_networks())
     if kind == MessageType.CASE_UPDATE.value:
         _offer_networks(payload, [n.name for n in networks])
     return {
@@ -77,7 +77,7 @@ def _context(
         "datalists": builder.datalists,
         "errors": [(path, readable(path), message) for path, message in placed],
         "problem": problem,
-        "partners": sorted(config.recipients),
+        "partners": sorted(r for r in view.recipients if view.may_receive(r, kind)),
         "networks": networks,
         "priorities": [p.value for p in Priority],
         "tlps": [t.value for t in Tlp],
@@ -128,7 +128,9 @@ def _body(
 
 @page(Permission.SEND)
 async def choose(request: web.Request) -> web.StreamResponse:
-    types = [(kind, TYPE_TEXT.get(kind, "")) for kind in SENDABLE]
+    view = request.app[keys.DIRECTORY]
+    allowed = [kind for kind in SENDABLE if view.may_send(view.node_id, kind)]
+    types = [(kind, TYPE_TEXT.get(kind, "")) for kind in allowed]
     return render(request, "compose_index.html", {"title": "Compose", "types": types})
 
 
@@ -171,9 +173,9 @@ def _header(envelope: bytes) -> dict[str, Any]:
 @page(Permission.SEND)
 async def compose_send(request: web.Request) -> web.StreamResponse:
     kind = _kind(request)
-    config = request.app[keys.CONFIG]
+    config, view = request.app[keys.CONFIG], request.app[keys.DIRECTORY]
     members = {
-        n.name: [m for m in n.members if m != config.node_id] for n in config.member_networks()
+        n.name: [m for m in n.members if m != config.node_id] for n in view.member_networks()
     }
     form = await request.post()
     body = _body(kind, form, members)

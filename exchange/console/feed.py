@@ -31,8 +31,7 @@ FEED_PAGE = 50
 
 @page(Permission.SUBSCRIBE)
 async def feed(request: web.Request) -> web.StreamResponse:
-    config = request.app[keys.CONFIG]
-    networks = [n.name for n in config.member_networks()]
+    networks = [n.name for n in request.app[keys.DIRECTORY].member_networks()]
     network = request.query.get("network") or None
     if network is not None and network not in networks:
         raise bad_parameter("network", "one of this node's networks")

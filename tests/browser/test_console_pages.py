@@ -10,8 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from console_pages import User, axe_violations, no_horizontal_overflow, shoot
+from console_pages import BackgroundNetwork, User, axe_violations, no_horizontal_overflow, shoot
 from playwright.sync_api import expect
+
+from exchange.gateway import keys
 
 pytestmark = pytest.mark.integration
 
@@ -39,16 +41,17 @@ def test_every_other_page_is_accessible(user: Callable[[str, str], User], screen
 
 
 def test_the_node_page_shows_health_peers_and_certificates(
-    user: Callable[[str, str], User],
+    user: Callable[[str, str], User], console_network: BackgroundNetwork
 ) -> None:
     page = user("AL-ARO", "admin").goto("/console/admin")
     expect(page.get_by_text("connected and consuming")).to_be_visible()
-    expect(
-        page.get_by_text("none: this node runs without a signed network directory")
-    ).to_be_visible()
+    serial = console_network.app("AL-ARO")[keys.DIRECTORY].serial
+    directory = page.locator("dt:text-is('Network directory serial') + dd")
+    expect(directory).to_contain_text(f"{serial}, next update due")
     certificates = page.locator("table").last
     expect(certificates).to_contain_text("network CA")
     expect(certificates).to_contain_text("this node (its signing key)")
+    expect(certificates).to_contain_text("member RS-PPO")
 
 
 def test_the_deadline_report_draws_svg_and_exports_csv(

@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from exchange.crypto.pki import issue_server_certificate, load_certificate, load_private_key
+from exchange.crypto.pki import load_certificate, load_private_key
+from exchange.crypto.server_certs import issue_server_certificate
 from exchange.gateway.app import create_app
 from exchange.network import NetworkLayout
 from exchange.transport.tls import https_client_context, https_server_context
