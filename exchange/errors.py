@@ -132,6 +132,9 @@ ERROR_TABLE: dict[str, ErrorSpec] = {
     "auth.invalid": ErrorSpec(401, "The bearer token is not valid"),
     "auth.forbidden": ErrorSpec(403, "The token's role may not do this"),
     "not_found": ErrorSpec(404, "No such resource"),
+    # the console (browser sessions)
+    "console.csrf": ErrorSpec(403, "The form's anti-forgery token is missing or wrong"),
+    "console.session": ErrorSpec(401, "No console session, or it expired: sign in"),
     "method.not_allowed": ErrorSpec(405, "This method is not allowed here"),
     "service.unavailable": ErrorSpec(503, "The service is not ready"),
     # audit

@@ -415,7 +415,7 @@ async def _serve(network: DemoNetwork, out: Printer) -> None:
     out("")
     out("Serving (Ctrl-C to stop):")
     for node, info in network.layout.nodes.items():
-        out(f"  {node} {info.url}")
+        out(f"  {node} {info.url}  console: {info.url}/console/")
         for role, token in info.tokens.items():
             out(f"    {role:<14} {token}")
     out(f"  (also in {network.layout.network_file})")

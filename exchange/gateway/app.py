@@ -422,6 +422,9 @@ def create_app(
     app[keys.REFUSALS] = RefusalAudit()
     for route in ROUTES:
         app.router.add_route(route.method, route.path, _guarded(route, authenticator))
+    from exchange.console.app import setup_console  # imports this module's helpers
+
+    setup_console(app)
     app.cleanup_ctx.extend(
         [
             _identity_ctx,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 import orjson
 from aiohttp import web
@@ -36,7 +37,7 @@ from exchange.gateway.api_models import (
     SubmitMessage,
 )
 from exchange.gateway.audit_http import AUDIT_ROUTES
-from exchange.gateway.auth import Permission
+from exchange.gateway.auth import Permission, Principal
 from exchange.gateway.openapi import build_openapi
 from exchange.gateway.params import PATH, AsciiInt, Cursor, MessageId, RouteParams, takes
 from exchange.gateway.problems import problem, problem_response
@@ -54,6 +55,7 @@ from exchange.gateway.submit import (
 )
 from exchange.log import get_logger
 from exchange.model.common import CaseRef, MessageType, utc_now
+from exchange.storage.records import OutgoingRecord
 from exchange.subscriptions import sse
 
 DEFAULT_PAGE = 100
@@ -88,10 +90,13 @@ def _not_found(what: str) -> RequestError:
 # --- handlers -----------------------------------------------------------------------------
 
 
-async def submit_message(request: web.Request) -> web.StreamResponse:
-    app = request.app
-    config, principal = app[keys.CONFIG], request[keys.PRINCIPAL]
-    body = await read_json_object(request, config.limits.max_body_bytes)
+async def accept_submission(
+    app: web.Application, principal: Principal, body: Mapping[str, Any]
+) -> OutgoingRecord:
+    """Check, sign, store and audit one submission of `principal` (the body of
+    `POST /v1/messages`), as the API and the console both do; the relay is not woken yet.
+    Refusals raise the `ExchangeError` the API answers."""
+    config = app[keys.CONFIG]
     submission = parse_submission(body)
     view = app[keys.DIRECTORY]
     check_recipients(submission, view)
@@ -134,6 +139,14 @@ async def submit_message(request: web.Request) -> web.StreamResponse:
         )
         case_updates.announce(stored or [])
     app[keys.METRICS].message("out", record.type, "accepted")
+    return record
+
+
+async def submit_message(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    config = app[keys.CONFIG]
+    body = await read_json_object(request, config.limits.max_body_bytes)
+    record = await accept_submission(app, request[keys.PRINCIPAL], body)
     response = views.json_response({"id": str(record.id), "status": "accepted"}, status=202)
     await response.prepare(request)
     await response.write_eof()
