@@ -104,6 +104,8 @@ class CaseUpdates:
     ) -> None:
         self.config = config
         self.view = view
+        self.subscribed: set[str] = set()
+        """The prosecutor networks whose updates the subscription queue is bound to."""
         self.node_id = config.node_id
         self.store = CaseEventStore(db, audit.write)
         self.feed = EventFeed()
@@ -182,6 +184,7 @@ class CaseUpdates:
         for network in networks:
             cases = list(network.cases) if network.cases is not None else None
             await bus.declare_subscription(self.node_id, [network.name], cases)
+            self.subscribed.add(network.name)
         if networks and self._consumer is None:
             self._consumer = await bus.consume(
                 self.topology.subscription_queue(self.node_id),

@@ -29,6 +29,7 @@ from exchange.demo.runner import free_base_port
 from exchange.directory.document import DirectoryBody, sign_directory
 from exchange.gateway import keys
 from exchange.gateway.app import create_app
+from exchange.gateway.keys import CASE_UPDATES
 from exchange.network import NetworkLayout, add_node
 from exchange.transport.provision import delete_topology
 from exchange.transport.topology import Topology
@@ -201,6 +202,11 @@ async def test_a_prosecutor_network_added_by_a_directory_carries_updates_at_once
 
     await live.publish(resign(live.layout, with_network))
     await live.all_at(2, FIRST)
+
+    async def bound() -> bool:  # RS-PPO's queue now takes the new network's updates
+        return "jit-new" in live.apps["RS-PPO"][CASE_UPDATES].subscribed
+
+    await eventually(bound)
     update = {
         "type": "case-update",
         "recipients": ["RS-PPO"],
