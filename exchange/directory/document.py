@@ -37,6 +37,8 @@ from exchange.errors import ExchangeError, VerificationError
 from exchange.model.common import MessageType, NetworkName, NodeId
 
 FORMAT: Literal["xb-directory/1"] = "xb-directory/1"
+MAX_DETAIL_NAME = 120
+"""The most of a refused document's field path a refusal repeats."""
 MAX_DIRECTORY_BYTES = 4 * 1024 * 1024
 """A directory of a few hundred members with rotated certificates fits easily."""
 
@@ -181,7 +183,8 @@ def parse_directory(data: bytes) -> SignedDirectory:
         return SignedDirectory.model_validate(doc)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(root)"
+        # the location may hold a key the publisher chose: cut it before logs and the audit
+        where = (".".join(str(p) for p in first["loc"]) or "(root)")[:MAX_DETAIL_NAME]
         raise _malformed(f"the directory is not valid at {where}: {first['msg']}") from None
 
 

@@ -279,3 +279,14 @@ def test_a_directory_cannot_make_a_private_sector_certificate_an_authority(
     with pytest.raises(VerificationError, match="certified private-sector") as refused:
         verify_directory(resign(grown, promoted, write=False), ca_of(grown))
     assert refused.value.code == "directory.invalid"
+
+
+def test_a_refused_directorys_chosen_field_name_is_cut_before_logs_and_audit(
+    network: NetworkLayout,
+) -> None:
+    doc = json.loads(network.directory_file.read_bytes())
+    doc["directory"]["x" * 10_000] = 1  # a field name the publisher chose, 10,000 long
+    with pytest.raises(VerificationError) as refused:
+        verify_directory(json.dumps(doc).encode(), ca_of(network))
+    assert refused.value.code == "directory.malformed"
+    assert len(refused.value.detail) < 300
